@@ -1,0 +1,58 @@
+"""One internal name per column, whatever the source calls it, and the stable row id.
+
+RE-LAION-5B and LAION-5B spell their columns differently (`url`/`URL`, `caption`/`TEXT`), and
+researchers bring CSVs with their own names (a TCAT export has `media_url` and `text`).
+"""
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+
+# internal name -> names seen in the wild, in order of preference
+ALIASES: dict[str, tuple[str, ...]] = {
+    "url": ("url", "URL", "image_url", "media_url"),
+    "caption": ("caption", "TEXT", "text", "alt", "title"),
+    "language": ("language", "LANGUAGE", "lang"),
+    "width": ("width", "WIDTH", "original_width"),
+    "height": ("height", "HEIGHT", "original_height"),
+    "similarity": ("similarity", "SIMILARITY", "clip_similarity"),
+    "punsafe": ("punsafe", "PUNSAFE"),
+    "pwatermark": ("pwatermark", "PWATERMARK"),
+}
+
+
+def find_column(names, internal: str, override: str | None = None) -> str | None:
+    """The source's name for an internal column (an explicit override wins), or None."""
+    if override:
+        return override if override in names else None
+    for candidate in ALIASES.get(internal, (internal,)):
+        if candidate in names:
+            return candidate
+    return None
+
+
+def rename_map(names, overrides: dict[str, str | None] | None = None) -> dict[str, str]:
+    """source name -> internal name, for every known column the source has."""
+    overrides = overrides or {}
+    out = {}
+    for internal in ALIASES:
+        found = find_column(names, internal, overrides.get(internal))
+        # never rename onto a column the source already has under the internal name
+        if found and found != internal and internal not in names:
+            out[found] = internal
+    return out
+
+
+def normalize(table: pa.Table, overrides: dict[str, str | None] | None = None) -> pa.Table:
+    mapping = rename_map(table.column_names, overrides)
+    return table.rename_columns([mapping.get(n, n) for n in table.column_names])
+
+
+def row_id(url: str) -> str:
+    """Stable 16-hex-char id of an image URL: names thumbnails and joins every table."""
+    return hashlib.blake2b(url.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def row_ids(urls) -> list[str]:
+    return [row_id(u) if u is not None else None for u in urls]
