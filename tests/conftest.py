@@ -1,0 +1,58 @@
+"""Shared test set-up: the repository on sys.path, numbered steps loadable, network only on loopback."""
+from __future__ import annotations
+
+import importlib
+import ipaddress
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def load_step(name: str):
+    """Import a numbered step script, e.g. load_step("01_download_and_filter")."""
+    return importlib.import_module(name)
+
+
+def _is_loopback(address) -> bool:
+    host = address[0] if isinstance(address, tuple) else address
+    if isinstance(host, bytes):
+        host = host.decode()
+    if not isinstance(host, str):  # unix sockets and the like
+        return True
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch):
+    """Tests never reach the internet: a connection to anything but 127.0.0.1/::1 fails loudly."""
+    real_connect, real_connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def guard(address):
+        if getattr(address, "__len__", None) and not _is_loopback(address):
+            raise OSError(f"test tried to reach {address!r}: only loopback is allowed in tests")
+
+    def connect(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            guard(address)
+        return real_connect(self, address)
+
+    def connect_ex(self, address):
+        if self.family in (socket.AF_INET, socket.AF_INET6):
+            guard(address)
+        return real_connect_ex(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket.socket, "connect_ex", connect_ex)
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    yield
