@@ -136,6 +136,9 @@ class Clip:
     pretrained: str | None
     dim: int
     logit_scale: float
+    input_size: int = 224
+    mean: tuple = (0.48145466, 0.4578275, 0.40821073)
+    std: tuple = (0.26862954, 0.26130258, 0.27577711)
 
     @property
     def random(self) -> bool:
@@ -148,6 +151,18 @@ class Clip:
         with torch.inference_mode():
             x = batch.to(self.device, dtype=self.dtype, non_blocking=True)
             return _normalise(self.model.encode_image(x).float().cpu().numpy())
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 (N, S, S, 3) squares from `images.model_square` -> embeddings; scaled on the device."""
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(pixels))
+        if self.device.startswith("cuda"):
+            x = x.pin_memory()
+        x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
+        mean = torch.tensor(self.mean, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
+        return self.encode_images((x - mean) / std)
 
     def encode_texts(self, texts, batch_size: int = 256) -> np.ndarray:
         import torch
@@ -206,9 +221,14 @@ def load_clip(model: str, pretrained: str | None, device: str = "auto") -> Clip:
     dtype = torch.float16 if device.startswith("cuda") else torch.float32
     net = net.to(device=device, dtype=dtype).eval()
     tokenizer = _open_clip().get_tokenizer(name)
-    dim = int(getattr(net, "embed_dim", 0) or net.text_projection.shape[-1])
     scale = float(net.logit_scale.exp().item()) if hasattr(net, "logit_scale") else 100.0
-    return Clip(net, preprocess, tokenizer, device, dtype, name, pretrained, dim, scale)
+    cfg = getattr(net.visual, "preprocess_cfg", {}) or {}
+    size = cfg.get("size", getattr(net.visual, "image_size", 224))
+    clip = Clip(net, preprocess, tokenizer, device, dtype, name, pretrained, 0, scale,
+                input_size=int(size[0] if isinstance(size, (tuple, list)) else size),
+                mean=tuple(cfg.get("mean", Clip.mean)), std=tuple(cfg.get("std", Clip.std)))
+    clip.dim = int(clip.encode_texts(["a"]).shape[1])  # works for every tower, HF text ones included
+    return clip
 
 
 # ---------------------------------------------------------------------------- vocabulary
