@@ -1,0 +1,211 @@
+// The viewer: loads manifest.json from its own folder, then draws the map and wires the controls.
+// window.__viewer exposes the live state (level, what was drawn, search progress) for checks.
+import { Camera } from './camera.js';
+import { toCsv } from './csv.js';
+import { attachInput } from './input.js';
+import { Panels, fmt } from './panels.js';
+import { Renderer, memberRect } from './render.js';
+import { Search } from './search.js';
+import { Store, cellOf } from './store.js';
+
+const CSV_COLUMNS = ['id', 'x', 'y', 'caption', 'url', 'domain', 'category', 'cluster'];
+
+class Viewer {
+  constructor() {
+    this.canvas = document.getElementById('map');
+    this.camera = new Camera();
+    this.store = new Store(window.location.href, () => this.requestDraw());
+    this.panels = new Panels(this);
+    this.search = new Search(this.store, () => { this.panels.searchStatus(this.search); this.requestDraw(); });
+    this.renderer = new Renderer(this.canvas, this.camera, this.store, this);
+    this.filters = { cluster: null, category: null };
+    this.hover = null;
+    this.selection = null;
+    this.pending = false;
+    this.state = { ready: false, error: null, frames: 0, firstPaintMs: null, spritesPaintMs: null, exports: 0 };
+  }
+
+  async start() {
+    try {
+      const manifest = await this.store.loadManifest();
+      this.panels.setTitle(manifest.title);
+      this.panels.fillFilters(manifest, (filters) => { this.filters = filters; this.requestDraw(); });
+      document.getElementById('search').addEventListener('input', debounce((e) => this.search.set(e.target.value), 200));
+      this.resize();
+      this.fit();
+      new ResizeObserver(() => this.resize()).observe(this.canvas);
+      attachInput(this);
+      // First paint needs only the coarsest grid and its sheets; the next level loads meanwhile.
+      await this.store.whenGrid(this.store.levels[0]);
+      if (this.store.levels[1]) this.store.grid(this.store.levels[1]);
+      this.state.ready = true;
+      this.requestDraw();
+    } catch (err) {
+      const hint = window.location.protocol === 'file:'
+        ? ' Open the export folder through a local web server (python -m http.server) instead of as a file.' : '';
+      this.state.error = String(err.message || err);
+      this.panels.showError(`Cannot show this export: ${this.state.error}.${hint}`);
+    }
+  }
+
+  fit() {
+    const levels = this.store.levels;
+    this.camera.fit(this.canvas.clientWidth, this.canvas.clientHeight, levels[levels.length - 1]);
+    this.requestDraw();
+  }
+
+  resize() {
+    const dpr = window.devicePixelRatio || 1;
+    const w = this.canvas.clientWidth;
+    const h = this.canvas.clientHeight;
+    this.canvas.width = Math.round(w * dpr);
+    this.canvas.height = Math.round(h * dpr);
+    this.camera.resize(w, h);
+    this.requestDraw();
+  }
+
+  requestDraw() {
+    if (this.pending || !this.store.manifest) return;
+    this.pending = true;
+    requestAnimationFrame(() => { this.pending = false; this.frame(); });
+  }
+
+  frame() {
+    const stats = this.renderer.draw();
+    const now = performance.now();
+    if (stats.cellsDrawn && this.state.firstPaintMs === null) this.state.firstPaintMs = now;
+    if (stats.imagesDrawn && stats.drawnLevels.length === 1 && this.state.spritesPaintMs === null) {
+      this.state.spritesPaintMs = now;
+    }
+    Object.assign(this.state, stats, {
+      frames: this.state.frames + 1, scale: this.camera.scale, labelsDrawn: this.renderer.labelsDrawn,
+      errors: [...this.store.errors], filters: { ...this.filters },
+      search: { query: this.search.query, done: this.search.done, tilesDone: this.search.tilesDone,
+        tilesTotal: this.search.tilesTotal, rowMatches: this.search.rowMatches },
+      cache: { sheets: this.store.sheets.size, thumbs: this.store.thumbs.size, tiles: this.store.tiles.size },
+    });
+    const level = stats.mode === 'thumbs' ? 'single images' : `level ${stats.level ?? '…'}`;
+    this.panels.setStatus(`${fmt(this.store.manifest.rows || 0)} images · ${level}`);
+  }
+
+  passesCell(grid, k) {
+    const f = this.filters;
+    return (f.cluster === null || grid.cluster[k] === f.cluster) && (f.category === null || grid.category[k] === f.category);
+  }
+
+  rowPassesFilters(row) {
+    const f = this.filters;
+    return (f.cluster === null || row.cluster === f.cluster) && (f.category === null || row.category === f.category);
+  }
+
+  rowShown(row) {
+    return this.rowPassesFilters(row) && (!this.search.active || this.search.matchesText(row.caption));
+  }
+
+  // What is under a canvas point: the top level's cell and, with single images shown, the row.
+  hitAt(px, py) {
+    const grid = this.renderer.stack[this.renderer.stack.length - 1];
+    const [wx, wy] = this.camera.toWorld(px, py);
+    if (!grid || wx < 0 || wy < 0 || wx >= 1 || wy >= 1) return null;
+    const L = grid.level;
+    const i = cellOf(wx, L);
+    const j = cellOf(wy, L);
+    const k = grid.at(i, j);
+    if (k < 0) return null;
+    const hit = { grid, k, level: L, i, j, row: null };
+    if (this.renderer.stats.mode === 'thumbs') {
+      const f = L / this.store.tilesN;
+      const tile = this.store.tiles.peek(Math.floor(j / f) * this.store.tilesN + Math.floor(i / f));
+      const members = tile ? tile.members(L, i, j) : [];
+      const [x, y] = this.camera.toScreen(i / L, j / L);
+      const s = this.camera.scale / L;
+      members.forEach((row, m) => {
+        const [rx, ry, sub] = memberRect(x, y, s, members.length, m);
+        if (px >= rx && px < rx + sub && py >= ry && py < ry + sub) hit.row = row;
+      });
+    }
+    return hit;
+  }
+
+  hoverAt(px, py, clientX, clientY) {
+    const hit = px === null ? null : this.hitAt(px, py);
+    const before = this.hover;
+    this.hover = hit && { level: hit.level, i: hit.i, j: hit.j };
+    if (!hit) this.panels.hideTooltip();
+    else {
+      const { grid, k, row } = hit;
+      const src = row || { caption: grid.caption[k], domain: grid.domain[k], category: grid.category[k] };
+      this.panels.showTooltip(clientX, clientY, { ...src, count: grid.count[k] });
+    }
+    if (JSON.stringify(before) !== JSON.stringify(this.hover)) this.requestDraw();
+  }
+
+  clickAt(px, py) {
+    const hit = this.hitAt(px, py);
+    if (hit) this.panels.openGallery(hit.level, hit.i, hit.j, hit.grid.count[hit.k]);
+    else this.panels.closeGallery();
+  }
+
+  // The members of a cell: the rows of its row tile that fall inside it.
+  async cellMembers(level, i, j) {
+    const f = level / this.store.tilesN;
+    const tile = await this.store.fetchTile(Math.floor(i / f), Math.floor(j / f));
+    return tile ? tile.members(level, i, j) : [];
+  }
+
+  // Rows inside a screen rectangle (after the filters), read from the row tiles it touches.
+  async regionRows(x0, y0, x1, y1, progress = () => {}) {
+    const n = this.store.tilesN;
+    const [a, b] = [cellOf(x0, n), cellOf(x1, n)];
+    const [c, d] = [cellOf(y0, n), cellOf(y1, n)];
+    const rows = [];
+    let done = 0;
+    for (let ty = c; ty <= d; ty++) {
+      for (let tx = a; tx <= b; tx++) {
+        progress(done++, (b - a + 1) * (d - c + 1));
+        if (!this.store.tileExists(tx, ty)) continue;
+        const tile = await this.store.fetchTile(tx, ty);
+        if (!tile) continue;
+        for (const row of tile.rows) {
+          if (row.x >= x0 && row.x <= x1 && row.y >= y0 && row.y <= y1 && this.rowPassesFilters(row)) rows.push(row);
+        }
+      }
+    }
+    return rows;
+  }
+
+  async exportRegion(sel) {
+    const [x0, y0] = this.camera.toWorld(Math.min(sel.x0, sel.x1), Math.min(sel.y0, sel.y1));
+    const [x1, y1] = this.camera.toWorld(Math.max(sel.x0, sel.x1), Math.max(sel.y0, sel.y1));
+    const rows = await this.regionRows(x0, y0, x1, y1,
+      (done, total) => this.panels.setStatus(`Exporting rows: tile ${fmt(done + 1)} of ${fmt(total)}`));
+    const csv = toCsv(CSV_COLUMNS, rows.map((r) => CSV_COLUMNS.map((c) => r[c])));
+    const url = URL.createObjectURL(new Blob([csv], { type: 'text/csv;charset=utf-8' }));
+    const link = document.createElement('a');
+    link.href = url;
+    link.download = 'selected-rows.csv';
+    document.body.append(link);
+    link.click();
+    link.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    this.state.exports += 1;
+    this.state.lastExportRows = rows.length;
+    this.panels.setStatus(`Exported ${fmt(rows.length)} rows to selected-rows.csv`);
+  }
+
+  // For checks and scripted tours: page coordinates of a map point.
+  pagePoint(x, y) {
+    const r = this.canvas.getBoundingClientRect();
+    const [px, py] = this.camera.toScreen(x, y);
+    return [r.left + px, r.top + py];
+  }
+}
+
+function debounce(fn, ms) {
+  let timer = null;
+  return (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), ms); };
+}
+
+const viewer = new Viewer();
+window.__viewer = viewer;
+viewer.start();

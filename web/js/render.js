@@ -1,0 +1,275 @@
+// Canvas drawing: the heat underlay and sprite images of the grid levels, single thumbnails when
+// zoomed in far, cluster labels, highlights. Only cells inside the view are touched, so a frame
+// costs the same for 10k or 1M images.
+import { cellOf } from './store.js';
+
+export const MIN_CELL_PX = 12;     // a level is used once its cells are at least this wide
+export const THUMB_CELL_PX = 96;   // finest cells this wide open into their members' thumbnails
+const MIN_MEMBER_PX = 6;           // below this a member is a coloured square, not an image
+const THUMB_BUDGET = 400;          // more members than this on screen: squares until zoomed further
+const BACKGROUND = '#101014';
+const DIM_ALPHA = 0.14;
+const HIGHLIGHT = '#ffe14d';
+const LABEL_FONT = '600 13px system-ui, sans-serif';
+const MAX_LABELS = 200;
+
+// Dark violet -> red -> orange -> pale yellow: more images, brighter cell.
+const HEAT = Array.from({ length: 32 }, (_, n) => {
+  const t = n / 31;
+  const r = Math.round(40 + 215 * Math.min(1, t * 1.6));
+  const g = Math.round(20 + 200 * Math.max(0, t - 0.35) / 0.65);
+  const b = Math.round(70 + 60 * Math.sin(Math.PI * t) - 40 * t);
+  return `rgb(${r},${g},${b})`;
+});
+
+export function heatColour(d) { return HEAT[Math.max(0, Math.min(31, Math.round(d * 31)))]; }
+
+export function chooseLevel(scale, levels) {
+  let pick = levels[0];
+  for (const L of levels) if (scale / L >= MIN_CELL_PX) pick = L;
+  return pick;
+}
+
+function visibleRange(view, L) {
+  return [cellOf(view.x0, L), cellOf(view.y0, L), cellOf(view.x1, L), cellOf(view.y1, L)];
+}
+
+// The square of member m among n inside a cell drawn at (x, y) with side s: a k x k mini-grid.
+export function memberRect(x, y, s, n, m) {
+  const k = Math.ceil(Math.sqrt(n));
+  const sub = s / k;
+  return [x + (m % k) * sub, y + Math.floor(m / k) * sub, sub];
+}
+
+export class Renderer {
+  constructor(canvas, camera, store, viewer) {
+    this.canvas = canvas;
+    this.ctx = canvas.getContext('2d', { alpha: false });
+    this.camera = camera;
+    this.store = store;
+    this.viewer = viewer;   // filters, search, hover, selection
+    this.stack = [];
+    this.stats = {};
+  }
+
+  wantedLevel() { return chooseLevel(this.camera.scale, this.store.levels); }
+
+  thumbsMode() {
+    const levels = this.store.levels;
+    return this.camera.scale / levels[levels.length - 1] >= THUMB_CELL_PX;
+  }
+
+  // The levels to draw, coarse first: the wanted level on top, and under it coarser levels until
+  // one whose visible sprite sheets are all ready, so nothing blank shows while finer sheets load.
+  levelStack(view) {
+    const levels = this.store.levels;
+    const stack = [];
+    for (let n = levels.indexOf(this.wantedLevel()); n >= 0; n--) {
+      const grid = this.store.grid(levels[n]);
+      if (!grid) continue;
+      stack.unshift(grid);
+      if (this.requestSheets(grid, view)) break;
+    }
+    return stack;
+  }
+
+  requestSheets(grid, view) {
+    const [i0, j0, i1, j1] = visibleRange(view, grid.level);
+    const needed = new Set();
+    for (let j = j0; j <= j1; j++) {
+      for (let i = i0; i <= i1; i++) {
+        const k = grid.at(i, j);
+        if (k < 0) continue;
+        const sp = grid.spriteOf(k);
+        if (sp) needed.add(sp[0]);
+      }
+    }
+    let ready = true;
+    for (const n of needed) if (!this.store.sheet(grid.level, n)) ready = false;
+    return ready;
+  }
+
+  draw() {
+    const { ctx, camera } = this;
+    const dpr = window.devicePixelRatio || 1;
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.globalAlpha = 1;
+    ctx.fillStyle = BACKGROUND;
+    ctx.fillRect(0, 0, camera.width, camera.height);
+    const stats = { cellsDrawn: 0, imagesDrawn: 0, thumbsDrawn: 0, membersDrawn: 0, highlighted: 0 };
+    const view = camera.view();
+    this.stack = this.levelStack(view);
+    this.stack.forEach((grid, n) => this.drawLevel(grid, view, n === 0, stats));
+    const top = this.stack[this.stack.length - 1];
+    const thumbs = Boolean(top && top.level === this.store.levels[this.store.levels.length - 1] && this.thumbsMode());
+    if (thumbs) this.drawMembers(top, view, stats);
+    if (top) this.drawHighlights(top, view, stats);
+    this.drawLabels();
+    this.drawSelection();
+    this.stats = { ...stats, level: top ? top.level : null, drawnLevels: this.stack.map((g) => g.level),
+      wantedLevel: this.wantedLevel(), mode: thumbs ? 'thumbs' : 'grid' };
+    return this.stats;
+  }
+
+  cellShown(grid, k) {
+    return this.viewer.passesCell(grid, k) && (!this.viewer.search.active || this.viewer.search.cellHit(grid, k));
+  }
+
+  drawLevel(grid, view, isBase, stats) {
+    const { ctx, camera } = this;
+    const L = grid.level;
+    const s = camera.scale / L;
+    const gap = s > 8 ? 1 : 0;
+    const [i0, j0, i1, j1] = visibleRange(view, L);
+    for (let j = j0; j <= j1; j++) {
+      for (let i = i0; i <= i1; i++) {
+        const k = grid.at(i, j);
+        if (k < 0) continue;
+        const sp = grid.spriteOf(k);
+        const sheet = sp ? this.store.sheet(L, sp[0]) : null;
+        // On top of a coarser level, a cell waits for its image so the coarser one shows meanwhile.
+        if (!isBase && sp && !sheet) continue;
+        const [x, y] = camera.toScreen(i / L, j / L);
+        ctx.globalAlpha = this.cellShown(grid, k) ? 1 : DIM_ALPHA;
+        ctx.fillStyle = heatColour(grid.heat[k]);
+        ctx.fillRect(x, y, s - gap, s - gap);
+        stats.cellsDrawn += 1;
+        if (sheet) {
+          // Denser cells get bigger images, like the visual heatmap of a workshop board.
+          const side = (s - gap) * (0.55 + 0.45 * grid.heat[k]);
+          const inset = (s - gap - side) / 2;
+          ctx.drawImage(sheet, sp[1], sp[2], grid.tile, grid.tile, x + inset, y + inset, side, side);
+          stats.imagesDrawn += 1;
+        }
+      }
+    }
+    ctx.globalAlpha = 1;
+  }
+
+  drawMembers(grid, view, stats) {
+    const { ctx, camera } = this;
+    const L = grid.level;
+    const s = camera.scale / L;
+    const cells = this.visibleMembers(grid, view);
+    // Decoded thumbnails are capped: past the budget, members stay squares until the user zooms in.
+    let wanted = 0;
+    for (const c of cells) if (c.sub >= MIN_MEMBER_PX) wanted += c.members.length;
+    const withImages = wanted <= THUMB_BUDGET;
+    for (const { i, j, members, sub } of cells) {
+      const [x, y] = camera.toScreen(i / L, j / L);
+      ctx.globalAlpha = 1;
+      ctx.fillStyle = BACKGROUND;
+      ctx.fillRect(x, y, s, s);
+      members.forEach((row, m) => this.drawMember(row, memberRect(x, y, s, members.length, m),
+        withImages && sub >= MIN_MEMBER_PX, stats));
+    }
+    ctx.globalAlpha = 1;
+    stats.thumbBudgetExceeded = !withImages;
+  }
+
+  // Visible finest cells whose row tile is loaded and whose members are big enough to tell apart.
+  visibleMembers(grid, view) {
+    const L = grid.level;
+    const s = this.camera.scale / L;
+    const f = L / this.store.tilesN;
+    const [i0, j0, i1, j1] = visibleRange(view, L);
+    const out = [];
+    for (let j = j0; j <= j1; j++) {
+      for (let i = i0; i <= i1; i++) {
+        if (grid.at(i, j) < 0) continue;
+        const tile = this.store.tile(Math.floor(i / f), Math.floor(j / f));
+        if (!tile) continue;
+        const members = tile.members(L, i, j);
+        const sub = s / Math.ceil(Math.sqrt(members.length));
+        if (sub >= 2) out.push({ i, j, members, sub });  // smaller: the representative stays
+      }
+    }
+    return out;
+  }
+
+  drawMember(row, [x, y, sub], withImage, stats) {
+    const { ctx } = this;
+    const pad = sub > 10 ? 1 : 0;
+    ctx.globalAlpha = this.viewer.rowShown(row) ? 1 : DIM_ALPHA;
+    const img = withImage ? this.store.thumb(row.id) : null;
+    if (img && img.naturalWidth) {
+      const fit = (sub - 2 * pad) / Math.max(img.naturalWidth, img.naturalHeight);
+      const w = img.naturalWidth * fit;
+      const h = img.naturalHeight * fit;
+      ctx.drawImage(img, x + (sub - w) / 2, y + (sub - h) / 2, w, h);
+      stats.thumbsDrawn += 1;
+    } else {
+      ctx.fillStyle = '#3a3a48';
+      ctx.fillRect(x + pad, y + pad, sub - 2 * pad, sub - 2 * pad);
+    }
+    stats.membersDrawn += 1;
+  }
+
+  drawHighlights(grid, view, stats) {
+    const { ctx, camera, viewer } = this;
+    const L = grid.level;
+    const s = camera.scale / L;
+    ctx.lineWidth = 2;
+    ctx.strokeStyle = HIGHLIGHT;
+    if (viewer.search.active) {
+      const [i0, j0, i1, j1] = visibleRange(view, L);
+      for (let j = j0; j <= j1; j++) {
+        for (let i = i0; i <= i1; i++) {
+          const k = grid.at(i, j);
+          if (k < 0 || !viewer.passesCell(grid, k) || !viewer.search.cellHit(grid, k)) continue;
+          const [x, y] = camera.toScreen(i / L, j / L);
+          ctx.strokeRect(x + 1, y + 1, s - 2, s - 2);
+          stats.highlighted += 1;
+        }
+      }
+    }
+    if (viewer.hover && viewer.hover.level === L) {
+      const [x, y] = camera.toScreen(viewer.hover.i / L, viewer.hover.j / L);
+      ctx.strokeStyle = '#ffffff';
+      ctx.strokeRect(x, y, s, s);
+    }
+  }
+
+  drawLabels() {
+    const { ctx, camera, viewer } = this;
+    const clusters = (this.store.manifest.clusters || []).slice(0, MAX_LABELS);
+    ctx.font = LABEL_FONT;
+    ctx.textAlign = 'center';
+    ctx.textBaseline = 'middle';
+    ctx.lineJoin = 'round';
+    const placed = [];
+    for (const c of [...clusters].sort((a, b) => (b.count || 0) - (a.count || 0))) {
+      if (!Number.isFinite(c.x) || !Number.isFinite(c.y)) continue;
+      const [x, y] = camera.toScreen(c.x, c.y);
+      if (x < -100 || y < -20 || x > camera.width + 100 || y > camera.height + 20) continue;
+      const label = String(c.label ?? c.cluster).slice(0, 80);
+      const w = ctx.measureText(label).width + 8;
+      const box = [x - w / 2, y - 10, x + w / 2, y + 10];
+      // Skip a label that would cover a larger cluster's: zooming in reveals it.
+      if (placed.some((b) => box[0] < b[2] && box[2] > b[0] && box[1] < b[3] && box[3] > b[1])) continue;
+      placed.push(box);
+      const dim = viewer.filters.cluster !== null && viewer.filters.cluster !== c.cluster;
+      ctx.globalAlpha = dim ? 0.35 : 1;
+      ctx.lineWidth = 4;
+      ctx.strokeStyle = 'rgba(0,0,0,0.85)';
+      ctx.strokeText(label, x, y);
+      ctx.fillStyle = '#ffffff';
+      ctx.fillText(label, x, y);
+    }
+    ctx.globalAlpha = 1;
+    this.labelsDrawn = placed.length;
+  }
+
+  drawSelection() {
+    const sel = this.viewer.selection;
+    if (!sel) return;
+    const { ctx } = this;
+    const x = Math.min(sel.x0, sel.x1);
+    const y = Math.min(sel.y0, sel.y1);
+    ctx.fillStyle = 'rgba(120,180,255,0.15)';
+    ctx.fillRect(x, y, Math.abs(sel.x1 - sel.x0), Math.abs(sel.y1 - sel.y0));
+    ctx.strokeStyle = '#78b4ff';
+    ctx.lineWidth = 1;
+    ctx.strokeRect(x, y, Math.abs(sel.x1 - sel.x0), Math.abs(sel.y1 - sel.y0));
+  }
+}
