@@ -79,6 +79,10 @@ class DataTree:
     def excluded_file(self) -> Path:
         return self.metadata_cleaned / "excluded.parquet"
 
+    def excluded_part(self, n: int) -> Path:
+        """Removed rows of one input part; step 03 joins them into excluded.parquet at the end."""
+        return self.metadata_cleaned / "excluded_parts" / part_name(n)
+
     # ---------------------------------------------------------------- 02 / 04
     def analysis_csv(self, name: str) -> Path:
         """words, bigrams, trigrams, top_domains, domain_categories."""
@@ -86,6 +90,10 @@ class DataTree:
 
     def analysis_chart(self, name: str) -> Path:
         return self.analysis / f"{name}.png"
+
+    def analysis_stats(self, name: str) -> Path:
+        """Steps 02 and 04 share analysis/, so each keeps its own stats file: _stats_text.json, _stats_urls.json."""
+        return self.analysis / f"_stats_{name}.json"
 
     # ---------------------------------------------------------------- 05
     def thumbnail(self, row_id: str) -> Path:

@@ -47,7 +47,9 @@ class StepStats:
     def seconds(self) -> float:
         return time.time() - self.started
 
-    def write(self, folder: Path, params, packages: tuple[str, ...] = (), **extra) -> dict:
+    def write(self, folder: Path, params, packages: tuple[str, ...] = (), *, path: Path | None = None,
+              **extra) -> dict:
+        """Write `folder/_stats.json` (or `path`, for steps that share a folder) and return it."""
         doc = {
             "step": self.step,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -59,7 +61,7 @@ class StepStats:
             "seconds": round(self.seconds, 3),
             **extra,
         }
-        write_json(doc, stats_file(folder))
+        write_json(doc, path or stats_file(folder))
         return doc
 
     def summary(self) -> str:
