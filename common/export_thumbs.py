@@ -1,0 +1,106 @@
+"""Thumbnails into the export folder: hard links to step 05's cache where possible, copies otherwise.
+
+A hard link costs no disk space and no time, which matters at a million thumbnails; across file
+systems (or where links are not allowed) the file is copied. Cached thumbnails larger than the
+export size (step 05 run with a bigger `--thumb-size`) are shrunk instead.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from PIL import Image
+from tqdm import tqdm
+
+from common.fetch import Fetcher
+from common.files import atomic_path
+from common.images import save_thumbnail
+
+THUMB_SIZE = 256
+JPEG_QUALITY = 85
+SAMPLE = 16
+
+
+def cache_is_small(paths: list[Path], size: int = THUMB_SIZE) -> bool:
+    """True when a sample of the cached thumbnails already fits in `size` px (so linking is right)."""
+    step = max(1, len(paths) // SAMPLE)
+    for path in paths[::step][:SAMPLE]:
+        try:
+            with Image.open(path) as im:
+                if max(im.size) > size:
+                    return False
+        except OSError:  # an unreadable file says nothing about the size; it is counted later
+            continue
+    return True
+
+
+def shrink(src: Path, dst: Path, size: int = THUMB_SIZE) -> None:
+    with Image.open(src) as im:
+        im.draft("RGB", (size, size))
+        im = im.convert("RGB")
+        im.thumbnail((size, size))
+        with atomic_path(dst) as tmp:
+            im.save(tmp, "JPEG", quality=JPEG_QUALITY, optimize=True)
+
+
+def link_or_copy(src: Path, dst: Path) -> str:
+    """Hard-link src to dst (atomically: link beside it, then rename); copy when linking fails."""
+    tmp = dst.with_name(dst.name + ".tmp")
+    if tmp.exists():
+        tmp.unlink()
+    try:
+        os.link(src, tmp)
+        how = "linked"
+    except OSError as e:
+        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
+            raise
+        shutil.copyfile(src, tmp)
+        how = "copied"
+    os.replace(tmp, dst)
+    return how
+
+
+def export_thumbnails(pairs: list[tuple[Path, Path]], overwrite: bool, size: int = THUMB_SIZE) -> Counter:
+    """Put every (cached, exported) pair in place; counts linked / copied / shrunk / already there."""
+    counts: Counter[str] = Counter()
+    todo = [(s, d) for s, d in pairs if overwrite or not d.exists()]
+    counts["already there"] = len(pairs) - len(todo)
+    if not todo:
+        return counts
+    todo[0][1].parent.mkdir(parents=True, exist_ok=True)
+    small = cache_is_small([s for s, _ in todo], size)
+    for src, dst in tqdm(todo, desc="thumbnails", unit="file", mininterval=1.0):
+        if small:
+            counts[link_or_copy(src, dst)] += 1
+        else:
+            shrink(src, dst, size)
+            counts["shrunk"] += 1
+    return counts
+
+
+def download_missing(todo: list[tuple[str, Path]], fetcher: Fetcher, workers: int = 16,
+                     size: int = THUMB_SIZE) -> tuple[set[int], Counter]:
+    """Fetch (url, exported path) pairs with step 05's safe fetcher; returns the positions that
+    succeeded and the count of each outcome (success, http_404, timeout, ...)."""
+    counts: Counter[str] = Counter()
+    done: set[int] = set()
+
+    def one(k: int) -> tuple[int, str]:
+        url, dst = todo[k]
+        result = fetcher.fetch(url)
+        if result.ok:
+            save_thumbnail(result.image, dst, size)
+        return k, result.status
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for k, status in tqdm(pool.map(one, range(len(todo))), total=len(todo), desc="downloading missing",
+                              unit="image"):
+            counts[status] += 1
+            if status == "success":
+                done.add(k)
+    fetcher.close()
+    return done, counts
