@@ -126,7 +126,8 @@ class NgramCounter:
 
     Unigrams skip stop words (in the caption's language) and the `exclude` tokens (the city name,
     the search keywords). Bigrams and trigrams keep every token but are dropped when they start or
-    end with a stop word, so "downtown madrid" and "plaza de españa" count while "of the" does not.
+    end with a function word, so "downtown madrid", "gran vía" and "plaza de españa" count while
+    "of the" and "in madrid" do not.
     With `stop=None` and no `exclude`, counts equal CountVectorizer(ngram_range=(1, 3)).
     """
 
@@ -181,23 +182,25 @@ class NgramCounter:
         gid = self._ids(enc.dictionary.to_pylist())[enc.indices.to_numpy(zero_copy_only=False)]
         docs = docs.astype(np.int64)
         self.total += np.bincount(gid, minlength=len(self.total))
-        stop = self._stop_mask(gid, docs, languages, len(captions))
+        stop, edge = self._stop_masks(gid, docs, languages, len(captions))
         same2, same3 = docs[1:] == docs[:-1], docs[2:] == docs[:-2]
         batches = {
             1: (gid, docs, ~stop & ~self.excluded[gid]),
-            2: ((gid[:-1] << ID_BITS) | gid[1:], docs[1:], same2 & ~stop[:-1] & ~stop[1:]),
-            3: ((gid[:-2] << 2 * ID_BITS) | (gid[1:-1] << ID_BITS) | gid[2:], docs[2:], same3 & ~stop[:-2] & ~stop[2:]),
+            2: ((gid[:-1] << ID_BITS) | gid[1:], docs[1:], same2 & ~edge[:-1] & ~edge[1:]),
+            3: ((gid[:-2] << 2 * ID_BITS) | (gid[1:-1] << ID_BITS) | gid[2:], docs[2:], same3 & ~edge[:-2] & ~edge[2:]),
         }
         for n, (keys, key_docs, keep) in batches.items():
             self.tables[n].add(*count_batch(keys[keep], key_docs[keep]))
             if len(self.tables[n]) > self.max_terms:
                 self.tables[n].prune_to(self.max_terms // 2)
 
-    def _stop_mask(self, gid, docs, languages, n_captions) -> np.ndarray:
+    def _stop_masks(self, gid, docs, languages, n_captions) -> tuple[np.ndarray, np.ndarray]:
+        """Per token: a stop word (left out of single words)? a function word (no phrase edge)?"""
         if self.stop is None:
-            return np.zeros(len(gid), dtype=bool)
-        slots = self.stop.slots(languages, n_captions)
-        return self.stop.mask(self.stop_ids[gid], slots[docs])
+            none = np.zeros(len(gid), dtype=bool)
+            return none, none
+        word_ids, slots = self.stop_ids[gid], self.stop.slots(languages, n_captions)[docs]
+        return self.stop.mask(word_ids, slots), self.stop.mask(word_ids, slots, function_only=True)
 
     # ------------------------------------------------------------------ results
     def error_bound(self, order: int) -> int:

@@ -6,7 +6,11 @@ marks stay inside words, so Hindi or decomposed accents are not cut apart). Toke
 Arrow's C++ kernels over a whole record batch at once.
 
 Stop words come from the `stop-words` package, which ships its lists as files: nothing is
-downloaded at run time (nltk's lists would need `nltk.download`).
+downloaded at run time (nltk's lists would need `nltk.download`). Those lists are generous: they
+hold content words too ("new", "old", "gran", "mayor", "vía"), fine for leaving out of single
+words but fatal for phrases ("new york", "plaza mayor", "gran vía"). So the phrase rule (an
+n-gram may not start or end with a stop word) uses only FUNCTION_WORDS below: articles,
+prepositions, conjunctions and the copula of the languages most city captions are written in.
 """
 from __future__ import annotations
 
@@ -23,6 +27,21 @@ MIN_TOKEN_CHARS = 2
 DEFAULT_LANGUAGE = "en"
 # codes some language detectors emit for a language the stop-word package files under another code
 LANGUAGE_ALIASES = {"iw": "he", "no": "nb", "nn": "nb", "in": "id", "zsm": "ms", "fil": None}
+# closed-class words that make a bigram or trigram edge meaningless ("of the", "in madrid", "madrid and")
+FUNCTION_WORDS = {
+    "en": "the an of in on at to for from by with and or but as into onto over under near is are was were be "
+          "this that these those it its my your our their his her vs",
+    "es": "el la los las un una unos unas de del al en con por para que se su sus es son este esta estos estas",
+    "fr": "le la les un une des de du au aux en dans sur sous par pour avec et ou que qui est sont ce cette ces "
+          "son sa ses",
+    "de": "der die das den dem des ein eine einen einem einer eines und oder in im am an auf aus bei mit nach "
+          "von vom zu zum zur für über ist sind",
+    "it": "il lo la gli le un una uno di del della dei delle degli da dal dalla in nel nella con su sul sulla "
+          "per tra fra che",
+    "pt": "os as um uma de do da dos das em no na nos nas com por para pelo pela ou que",
+    "nl": "de het een van in op aan met voor bij en of is zijn te naar",
+    "ca": "el la els les un una de del dels al als en amb per que",
+}
 
 
 def tokenize_array(captions: pa.Array) -> tuple[pa.Array, np.ndarray]:
@@ -60,31 +79,44 @@ def supported_languages() -> list[str]:
     return sorted(stop_words.LANGUAGE_MAPPING)
 
 
-class StopWords:
-    """Which token is a stop word in which caption: each language's list plus English's.
+def function_tokens(code: str) -> frozenset[str]:
+    return frozenset(FUNCTION_WORDS.get(code, "").split())
 
-    Captions without a usable language label get the union of `default_languages`. Stop words are
-    kept as a small index (one column per distinct stop word) so the per-token test is vectorized.
+
+class StopWords:
+    """Which token is a stop word (or a function word) in which caption.
+
+    Each caption uses its language's lists plus English's (captions in every language mix in
+    English); captions without a usable language label use the union of `default_languages`.
+    Words are kept as a small index (one column per distinct word) so the test is vectorized.
     """
 
     def __init__(self, default_languages: list[str]):
         self.languages = supported_languages()
         self.slot_of = {code: i for i, code in enumerate(self.languages)}
         self.default_slot = len(self.languages)
-        sets = [stop_tokens(c) | stop_tokens(DEFAULT_LANGUAGE) for c in self.languages]
-        sets.append(frozenset().union(*(stop_tokens(c) for c in default_languages)))
-        self.index = {w: i for i, w in enumerate(sorted(frozenset().union(*sets)))}
-        self.matrix = np.zeros((len(sets), len(self.index)), dtype=bool)
+        en_stop, en_func = stop_tokens(DEFAULT_LANGUAGE), function_tokens(DEFAULT_LANGUAGE)
+        stop = [stop_tokens(c) | en_stop for c in self.languages]
+        stop.append(en_stop.union(*(stop_tokens(c) for c in default_languages)))
+        func = [function_tokens(c) | en_func for c in self.languages]
+        func.append(en_func.union(*(function_tokens(c) for c in default_languages)))
+        self.index = {w: i for i, w in enumerate(sorted(frozenset().union(*stop, *func)))}
+        self.matrix = self._matrix(stop)
+        self.function_matrix = self._matrix(func)
+
+    def _matrix(self, sets: list[frozenset[str]]) -> np.ndarray:
+        out = np.zeros((len(sets), len(self.index)), dtype=bool)
         for slot, words in enumerate(sets):
-            self.matrix[slot, [self.index[w] for w in words]] = True
+            out[slot, [self.index[w] for w in words]] = True
+        return out
 
     def ids(self, tokens: list[str]) -> np.ndarray:
-        """Stop-word column of each token, -1 for tokens that are no language's stop word."""
+        """Column of each token in the index, -1 for tokens that are in no list."""
         get = self.index.get
         return np.fromiter((get(t, -1) for t in tokens), dtype=np.int32, count=len(tokens))
 
     def slots(self, languages: pa.Array | None, n: int) -> np.ndarray:
-        """The stop-word list (slot) each caption uses, from its language label."""
+        """The list (slot) each caption uses, from its language label."""
         if languages is None:
             return np.full(n, self.default_slot, dtype=np.int16)
         enc = pc.dictionary_encode(languages.cast(pa.string()))
@@ -93,9 +125,10 @@ class StopWords:
         idx = pc.fill_null(enc.indices, len(enc.dictionary)).to_numpy(zero_copy_only=False)
         return table[idx]
 
-    def mask(self, stop_ids: np.ndarray, caption_slots: np.ndarray) -> np.ndarray:
-        """True where a token (its stop-word column) is a stop word in its caption's language."""
-        hit = stop_ids >= 0
-        out = np.zeros(len(stop_ids), dtype=bool)
-        out[hit] = self.matrix[caption_slots[hit], stop_ids[hit]]
+    def mask(self, word_ids: np.ndarray, caption_slots: np.ndarray, function_only: bool = False) -> np.ndarray:
+        """True where a token is a stop word (or, with function_only, a function word) of its caption."""
+        matrix = self.function_matrix if function_only else self.matrix
+        hit = word_ids >= 0
+        out = np.zeros(len(word_ids), dtype=bool)
+        out[hit] = matrix[caption_slots[hit], word_ids[hit]]
         return out

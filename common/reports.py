@@ -1,0 +1,66 @@
+"""What the analysis steps (02 words, 04 domains) share: which metadata they read, ranked CSV
+tables, horizontal bar charts, and the check that lets a re-run skip an unchanged analysis."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from common.cli import UserError
+from common.files import atomic_path, list_parts, read_json
+from common.paths import DataTree, stats_file
+
+CHART_BARS = 30
+
+
+def pick_input(tree: DataTree, input_dir: str | None) -> Path:
+    """--input_dir if given; else step 03's cleaned rows once that step finished; else step 01's."""
+    if input_dir:
+        return Path(input_dir)
+    return tree.metadata_cleaned if stats_file(tree.metadata_cleaned).exists() else tree.metadata
+
+
+def input_parts(folder: Path) -> list[Path]:
+    parts = list_parts(folder)
+    if not parts:
+        raise UserError(f"no part-*.parquet files in {folder}: run 01_download_and_filter.py first, "
+                        "or point --input_dir at a folder of parquet parts")
+    return parts
+
+
+def fingerprint(parts: list[Path]) -> list[list]:
+    """Name, size and modification time of each input part: changes when an earlier step re-ran."""
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in parts]
+
+
+def unchanged(stats_path: Path, prints: list[list], params: dict, outputs: list[Path]) -> bool:
+    """True when the last finished run read the same parts with the same parameters."""
+    if not stats_path.exists() or not all(p.exists() for p in outputs):
+        return False
+    done = read_json(stats_path)
+    return done.get("input_parts") == prints and done.get("parameters") == params
+
+
+def write_csv(frame: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False, encoding="utf-8")
+
+
+def bar_chart(labels: list[str], values: list[float], title: str, xlabel: str, path: Path) -> None:
+    """The first CHART_BARS rows as horizontal bars, largest on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on servers; chosen here, not at import, so importing configures nothing
+    import matplotlib.pyplot as plt
+
+    labels, values = [str(x)[:60] for x in labels[:CHART_BARS]][::-1], list(values[:CHART_BARS])[::-1]
+    fig, ax = plt.subplots(figsize=(9, 0.28 * max(len(labels), 4) + 1.4))
+    ax.barh(range(len(labels)), values, color="#3b6ea5")
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    ax.margins(y=0.01)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
