@@ -104,13 +104,16 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 # ---------------------------------------------------------------------------- the fetcher
 class Fetcher:
-    def __init__(self, timeout: float = 10.0, retries: int = 2, allow_private_hosts: bool = False,
+    def __init__(self, timeout: float = 10.0, retries: int = 2, allow_private_hosts=False,
                  respect_noai: bool = True, user_agent: str = USER_AGENT, max_bytes: int = 30_000_000,
                  max_pixels: int = 60_000_000, per_host: int = 8, max_redirects: int = 5,
                  backoff: float = 1.0, draft_size: int | None = None, keep_bytes: bool = False,
                  pool_size: int = 64):
         self.timeout, self.retries = timeout, retries
-        self.allow_private_hosts, self.respect_noai = allow_private_hosts, respect_noai
+        # True: every private address allowed; a collection of hosts/addresses: only those
+        self.allow_private_hosts = allow_private_hosts if isinstance(allow_private_hosts, bool) \
+            else frozenset(h.lower() for h in allow_private_hosts)
+        self.respect_noai = respect_noai
         self.user_agent, self.max_bytes, self.max_pixels = user_agent, max_bytes, max_pixels
         self.per_host, self.max_redirects, self.backoff = per_host, max_redirects, backoff
         self.draft_size, self.keep_bytes = draft_size, keep_bytes
@@ -169,7 +172,7 @@ class Fetcher:
                     continue
                 return url, self._body(response)
             finally:
-                response.release_conn()
+                _discard(response)
         raise Failure("too_many_redirects", f"more than {self.max_redirects} redirects")
 
     def _target(self, url: str) -> tuple[str, str, int, str, str]:
@@ -194,8 +197,9 @@ class Fetcher:
         except (socket.gaierror, UnicodeError) as e:
             raise Failure("dns_error", f"cannot resolve {host}: {e}") from e
         addresses = [info[4][0] for info in infos]
-        if not self.allow_private_hosts:
-            private = [a for a in addresses if not is_public(a)]
+        if self.allow_private_hosts is not True:
+            allowed = self.allow_private_hosts or frozenset()
+            private = [a for a in addresses if not is_public(a) and host.lower() not in allowed and a not in allowed]
             if private:
                 raise Failure("private_address", f"{host} resolves to non-public address {private[0]}")
         return addresses[0]
@@ -239,7 +243,7 @@ class Fetcher:
         code = response.status
         if code < 400 or code in (301, 302, 303, 307, 308):
             return
-        response.release_conn()
+        _discard(response)
         if code in RETRY_STATUS and code not in NO_RETRY:
             wait = retry_after_seconds(response.headers.get("Retry-After"))
             if wait is not None and wait > MAX_RETRY_AFTER:
@@ -273,6 +277,22 @@ class Fetcher:
         if not chunks:
             raise Failure("empty_body", "server sent no bytes")
         return b"".join(chunks)
+
+
+def _discard(response) -> None:
+    """Hand the connection back reusable: drain a small unread body, else close the socket.
+
+    Returning a connection with unread bytes would make the next request on it read garbage.
+    """
+    try:
+        length = response.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) <= CHUNK and not response.closed:
+            response.drain_conn()
+        elif not response.isclosed():
+            response.close()
+    except (HTTPError, OSError):
+        response.close()
+    response.release_conn()
 
 
 def _short(e: Exception) -> str:

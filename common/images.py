@@ -48,7 +48,9 @@ def decode(data: bytes, max_pixels: int, draft_size: int | None = None) -> Image
             img.draft("RGB", (draft_size, draft_size))
         img.seek(0)  # animated: the first frame
         img.load()
-        return to_rgb(ImageOps.exif_transpose(img))
+        rgb = to_rgb(ImageOps.exif_transpose(img))
+        rgb.info["source_format"] = img.format  # the original's kind, for --keep-images file names
+        return rgb
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
         raise ImageRejected("decode_error", f"{type(e).__name__}: {e}") from e
 

@@ -100,6 +100,12 @@ class DataTree:
         assert is_row_id(row_id), f"not a row id: {row_id!r}"
         return self.images / f"{row_id}.jpg"
 
+    def original_image(self, row_id: str, ext: str) -> Path:
+        """A downloaded original (kept only when asked); `ext` comes from the decoded format."""
+        assert is_row_id(row_id), f"not a row id: {row_id!r}"
+        assert ext.isalnum() and len(ext) <= 5, f"not a file extension: {ext!r}"
+        return self.images / "originals" / f"{row_id}.{ext}"
+
     def embeddings_file(self, n: int) -> Path:
         return self.embeddings / f"embeddings-{n:05d}.npy"
 

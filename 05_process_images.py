@@ -1,0 +1,231 @@
+"""Step 05: download each image once, keep a thumbnail, embed it with CLIP, and tag it.
+
+Reads the cleaned rows of step 03 and, shard by shard, downloads every distinct URL (politely and
+safely: see common/fetch.py), keeps a thumbnail, embeds it with CLIP and records what happened to
+each row. Zero-shot tags from a shipped vocabulary make the image-tag network of the second recipe.
+
+Inputs:  data/metadata_cleaned/part-*.parquet (columns url, caption, ...; id added if missing)
+Outputs: data/images/<id>.jpg                        thumbnails, long side --thumb-size
+         data/embeddings/embeddings-NNNNN.npy         float16, L2-normalised, one row per success
+         data/embeddings/index-NNNNN.parquet          every row of the shard + status, error
+         data/embeddings/tags.csv                     Source (id), Target (tag), Weight (confidence)
+         data/embeddings/_stats.json                  counts per status, images/s, model, pretrained
+
+Example:
+    python 05_process_images.py --model ViT-L/14@336px --batch-size 256 --workers 32
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pyarrow as pa
+
+from common import embedding_shards as shards
+from common.cli import UserError, add_overwrite, entrypoint, parser
+from common.clip import DEFAULT_VOCAB, load_clip, read_vocab
+from common.columns import normalize, row_id
+from common.download_embed import ImageSource, embed_images, stack_in_order
+from common.fetch import Fetcher
+from common.files import iter_batches, list_parts
+from common.paths import DataTree, is_row_id
+from common.stats import StepStats
+from common.tags import top_tags, write_tags_csv
+
+DEFAULT_MODEL = "ViT-L/14@336px"
+SUCCESS = shards.SUCCESS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = parser(__doc__)
+    a = p.add_argument
+    a("--input_dir", "--input-dir", dest="input_dir", help="cleaned rows (default: <data-dir>/metadata_cleaned)")
+    a("--model", default=DEFAULT_MODEL, help="CLIP model: OpenAI name (ViT-L/14@336px), open_clip name "
+      "(ViT-L-14-336 with --pretrained openai) or hf-hub:org/name (default: %(default)s)")
+    a("--pretrained", help="open_clip weights tag or checkpoint file; 'none' = random weights for smoke "
+      "tests (default: openai for OpenAI names, the repo's weights for hf-hub ids)")
+    a("--batch-size", "--batch_size", dest="batch_size", type=int, help="images per model batch (default: 256 on a GPU, 32 on the CPU)")
+    a("--workers", "--threads", dest="workers", type=int, default=16, help="download/decode threads (default: %(default)s)")
+    a("--per-host", "--per_host", dest="per_host", type=int, default=8, help="most requests in flight to one host (default: %(default)s)")
+    a("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
+    a("--limit", type=int, help="process only the first N rows (for trials)")
+    a("--timeout", type=float, default=10.0, help="seconds to wait for a server, per attempt (default: %(default)s)")
+    a("--retries", type=int, default=2, help="extra attempts after a 429, 5xx, timeout or dropped connection (default: %(default)s)")
+    a("--thumb-size", "--thumb_size", dest="thumb_size", type=int, default=256, help="long side of the kept thumbnails, px; CLIP sees the thumbnail (default: %(default)s)")
+    a("--keep-images", "--keep_images", dest="keep_images", action="store_true", help="also keep the downloaded originals under images/originals/")
+    a("--allow-private-hosts", "--allow_private_hosts", dest="allow_private_hosts", nargs="*", metavar="HOST",
+      help="allow private/loopback addresses: all of them, or only the HOSTs/addresses listed (local mirrors, tests)")
+    a("--respect-noai", "--respect_noai", dest="respect_noai", action=argparse.BooleanOptionalAction, default=True,
+      help="skip images served with X-Robots-Tag noai/noimageai (default: respect; --no-respect-noai to ignore)")
+    a("--max-mb", "--max_mb", dest="max_mb", type=float, default=30.0, help="largest download accepted, MB (default: %(default)s)")
+    a("--max-pixels", "--max_pixels", dest="max_pixels", type=int, default=60_000_000, help="largest image accepted, pixels (default: %(default)s)")
+    a("--tags-vocab", "--tags_vocab", dest="tags_vocab", default=str(DEFAULT_VOCAB), help="tag vocabulary, one concept per line (default: the shipped one)")
+    a("--tags-k", "--tags_k", dest="tags_k", type=int, default=5, help="tags kept per image (default: %(default)s)")
+    a("--shard-size", "--shard_size", dest="shard_size", type=int, default=10_000, help="input rows per output shard (default: %(default)s)")
+    add_overwrite(p)
+    return p
+
+
+def check_args(args) -> None:
+    for name in ("workers", "per_host", "thumb_size", "shard_size", "max_pixels"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("batch_size", "limit"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.retries < 0 or args.timeout <= 0 or args.max_mb <= 0 or args.tags_k < 0:
+        raise UserError("--retries must be >= 0; --timeout, --max-mb must be > 0; --tags-k >= 0")
+
+
+# ---------------------------------------------------------------------------- input shards
+def input_parts(tree: DataTree, input_dir: str | None) -> list[Path]:
+    folder = Path(input_dir) if input_dir else tree.metadata_cleaned
+    parts = list_parts(folder)
+    if not parts:
+        raise UserError(f"no part-*.parquet in {folder}: run 03_clean_metadata.py first, or pass --input_dir")
+    return parts
+
+
+def with_ids(table: pa.Table) -> pa.Table:
+    table = normalize(table)
+    if "url" not in table.column_names:
+        raise UserError(f"the input has no URL column (columns: {', '.join(table.column_names)}): "
+                        "it needs one named url, URL, image_url or media_url")
+    urls = table.column("url").to_pylist()
+    ids = table.column("id").to_pylist() if "id" in table.column_names else [None] * len(urls)
+    fixed = [i if isinstance(i, str) and is_row_id(i) else (row_id(u) if u else None) for i, u in zip(ids, urls)]
+    column = pa.array(fixed, pa.string())
+    if "id" in table.column_names:
+        return table.set_column(table.column_names.index("id"), "id", column)
+    return table.add_column(0, "id", column)
+
+
+def iter_shards(parts: list[Path], shard_size: int, limit: int | None):
+    """(shard number, table) in input order; shard n holds rows [n*size, (n+1)*size)."""
+    buf, have, n, left = [], 0, 0, limit if limit else float("inf")
+    for batch in iter_batches(parts):
+        table = normalize(pa.Table.from_batches([batch]))
+        table = table.slice(0, int(min(left, table.num_rows)))
+        left -= table.num_rows
+        buf.append(table)
+        have += table.num_rows
+        while have >= shard_size:
+            whole = pa.concat_tables(buf, promote_options="permissive")
+            yield n, with_ids(whole.slice(0, shard_size))
+            n, buf = n + 1, [whole.slice(shard_size)]
+            have = buf[0].num_rows
+        if left <= 0:
+            break
+    if have:
+        yield n, with_ids(pa.concat_tables(buf, promote_options="permissive"))
+
+
+# ---------------------------------------------------------------------------- one shard
+def shard_done(tree: DataTree, n: int, table: pa.Table, model_meta: dict, overwrite: bool) -> bool:
+    if overwrite or n not in shards.finished_shards(tree):
+        return False
+    meta = shards.shard_meta(tree, n)
+    if (meta.get("model"), meta.get("pretrained")) != (model_meta["model"], model_meta["pretrained"]):
+        raise UserError(f"shard {n:05d} was embedded with {meta.get('model')} ({meta.get('pretrained')}); "
+                        "pass the same --model/--pretrained to resume, or --overwrite to redo everything")
+    if shards.shard_ids(tree, n) != table.column("id").to_pylist():
+        print(f"shard {n:05d} was made from other rows (input, --limit or --shard-size changed): redoing it")
+        return False
+    return True
+
+
+def process_shard(n: int, table: pa.Table, ctx: dict, memo: dict) -> Counter:
+    ids, urls = table.column("id").to_pylist(), table.column("url").to_pylist()
+    todo = {i: u for i, u in zip(ids, urls) if i and u and i not in memo}
+    outcomes, vectors, counts = embed_images(list(todo.items()), ctx["source"], ctx["clip"], ctx["workers"],
+                                             ctx["batch_size"], desc=f"shard {n:05d}")
+    memo.update({i: o for i, o in outcomes.items() if o.status != SUCCESS})  # failed once: not again this run
+    outcomes = {**memo, **outcomes}
+    status = [outcomes[i].status if i in outcomes else "bad_url" for i in ids]
+    error = [outcomes[i].error if i in outcomes else "row has no URL" for i in ids]
+    table = table.drop_columns([c for c in ("status", "error") if c in table.column_names])
+    index = table.append_column("status", pa.array(status, pa.string())).append_column("error", pa.array(error, pa.string()))
+    ok_ids = [i for i, s in zip(ids, status) if s == SUCCESS]
+    shards.write_shard(ctx["tree"], n, index, stack_in_order(ok_ids, vectors, ctx["clip"].dim), ctx["meta"])
+    counts.update(status)
+    return counts
+
+
+# ---------------------------------------------------------------------------- tags and totals
+def write_tags(tree: DataTree, clip, vocab_path: str, k: int) -> dict:
+    concepts = read_vocab(vocab_path)
+    concept_emb = clip.encode_concepts(concepts)
+    seen, rows = set(), []
+    for table, emb in shards.iter_success(tree):
+        keep = [j for j, i in enumerate(table.column("id").to_pylist()) if not (i in seen or seen.add(i))]
+        if keep:
+            ids = [table.column("id")[j].as_py() for j in keep]
+            rows.extend(top_tags(ids, emb[keep].astype("float32"), concepts, concept_emb, clip.logit_scale, k))
+    edges = write_tags_csv(rows, tree.tags_file)
+    return {"vocabulary": str(vocab_path), "concepts": len(concepts), "k": k, "edges": edges,
+            "images": len(seen), "confidence": "softmax over the vocabulary at the model's logit scale"}
+
+
+def totals(tree: DataTree) -> Counter:
+    counts = Counter()
+    for n in shards.finished_shards(tree):
+        counts.update(shards.read_shard(tree, n, ["status"])[0].column("status").to_pylist())
+    return counts
+
+
+@entrypoint
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    check_args(args)
+    tree = DataTree.at(args.data_dir)
+    parts = input_parts(tree, args.input_dir)
+    read_vocab(args.tags_vocab)  # a bad vocabulary fails now, not after hours of downloads
+    clip = load_clip(args.model, args.pretrained, args.device)
+    on_gpu = clip.device.startswith("cuda")
+    batch_size = args.batch_size or (256 if on_gpu else 32)
+    if not on_gpu:
+        print("CLIP runs on the CPU: expect a few images per second for ViT-L/14 (a CUDA GPU is ~100x faster)")
+    fetcher = Fetcher(timeout=args.timeout, retries=args.retries, respect_noai=args.respect_noai,
+                      allow_private_hosts=True if args.allow_private_hosts == [] else (args.allow_private_hosts or False),
+                      max_bytes=int(args.max_mb * 1e6), max_pixels=args.max_pixels, per_host=args.per_host,
+                      draft_size=max(args.thumb_size, clip.input_size), keep_bytes=args.keep_images,
+                      pool_size=args.workers)
+    ctx = {"tree": tree, "clip": clip, "workers": args.workers, "batch_size": batch_size,
+           "meta": {"model": clip.name, "pretrained": clip.pretrained, "dim": clip.dim},
+           "source": ImageSource(tree, fetcher, args.thumb_size, clip.input_size, args.keep_images)}
+    stats, run, memo, skipped = StepStats("05_process_images"), Counter(), {}, []
+    for n, table in iter_shards(parts, args.shard_size, args.limit):
+        stats.rows_in += table.num_rows
+        if shard_done(tree, n, table, ctx["meta"], args.overwrite):
+            skipped.append(n)
+            continue
+        run.update(process_shard(n, table, ctx, memo))
+    fetcher.close()
+    if skipped:
+        print(f"skipped {len(skipped):,} finished shard(s) ({', '.join(f'{n:05d}' for n in skipped[:10])}"
+              f"{', ...' if len(skipped) > 10 else ''}); --overwrite redoes them")
+    tags = write_tags(tree, clip, args.tags_vocab, args.tags_k)
+    status = totals(tree)
+    stats.rows_out = status.get(SUCCESS, 0)
+    for reason, count in status.items():
+        if reason != SUCCESS:
+            stats.drop(reason, count)
+    images = run["downloaded"] + run["cached"] + run["failed"]
+    stats.write(tree.embeddings, args, packages=("open_clip_torch", "torch", "pillow", "urllib3"),
+                model=clip.name, pretrained=clip.pretrained, dim=clip.dim, device=clip.device,
+                statuses=dict(sorted(status.items())), shards_done=len(shards.finished_shards(tree)),
+                shards_skipped=len(skipped), downloaded=run["downloaded"], thumbnails_reused=run["cached"],
+                images_per_second=round(images / max(stats.seconds, 1e-9), 2), tags=tags)
+    print(stats.summary())
+    print(f"{run['downloaded']:,} downloaded, {run['cached']:,} from cached thumbnails, {run['failed']:,} failed "
+          f"this run; {tags['edges']:,} tag edges in {tree.tags_file}")
+    if not stats.rows_out:
+        print("no image could be embedded: see the status counts above and index-*.parquet", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Step 05's shard files: `index-NNNNN.parquet` (every row, with status) + `embeddings-NNNNN.npy`.
+
+The rows of an index whose `status` is "success", in order, are the rows of the npy with the
+same number. The index is written after the npy, so a shard is finished when its index exists.
+Each index carries, in its parquet metadata, the model that made the embeddings: a resumed run
+can refuse to mix two models in one collection.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from common.files import atomic_path
+from common.paths import DataTree
+
+SUCCESS = "success"
+_META_KEY = b"city_identity_explorer"
+_INDEX_RE = re.compile(r"^index-(\d{5})\.parquet$")
+
+
+def finished_shards(tree: DataTree) -> list[int]:
+    folder = tree.embeddings
+    if not folder.is_dir():
+        return []
+    found = (_INDEX_RE.match(p.name) for p in folder.iterdir())
+    return sorted(int(m.group(1)) for m in found if m and tree.embeddings_file(int(m.group(1))).exists())
+
+
+def shard_meta(tree: DataTree, n: int) -> dict:
+    meta = pq.read_schema(tree.index_file(n)).metadata or {}
+    return json.loads(meta.get(_META_KEY, b"{}"))
+
+
+def shard_ids(tree: DataTree, n: int) -> list[str]:
+    return pq.read_table(tree.index_file(n), columns=["id"]).column("id").to_pylist()
+
+
+def write_shard(tree: DataTree, n: int, index: pa.Table, embeddings: np.ndarray, meta: dict) -> None:
+    n_success = sum(1 for s in index.column("status").to_pylist() if s == SUCCESS)
+    assert n_success == len(embeddings), f"shard {n}: {n_success} success rows but {len(embeddings)} embeddings"
+    with atomic_path(tree.embeddings_file(n)) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, embeddings)
+    schema_meta = dict(index.schema.metadata or {})
+    schema_meta[_META_KEY] = json.dumps(meta).encode()
+    with atomic_path(tree.index_file(n)) as tmp:
+        pq.write_table(index.replace_schema_metadata(schema_meta), tmp, compression="zstd")
+
+
+def remove_shard(tree: DataTree, n: int) -> None:
+    for path in (tree.index_file(n), tree.embeddings_file(n)):
+        Path(path).unlink(missing_ok=True)
+
+
+def read_shard(tree: DataTree, n: int, columns=None) -> tuple[pa.Table, np.ndarray]:
+    """(index table, embeddings) of one finished shard."""
+    index = pq.read_table(tree.index_file(n), columns=columns)
+    return index, np.load(tree.embeddings_file(n))
+
+
+def iter_success(tree: DataTree, columns=("id",)) -> Iterator[tuple[pa.Table, np.ndarray]]:
+    """Per finished shard: its success rows (selected columns) and their embeddings, aligned."""
+    cols = list(dict.fromkeys([*columns, "status"]))
+    for n in finished_shards(tree):
+        index, emb = read_shard(tree, n, cols)
+        ok = index.filter(pc.equal(index.column("status"), SUCCESS))
+        yield ok.drop_columns(["status"]) if "status" not in columns else ok, emb
