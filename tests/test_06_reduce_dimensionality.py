@@ -1,0 +1,222 @@
+"""Step 06 end to end: synthetic embeddings written the way step 05 writes them, the script driven
+through main([...]). UMAP runs are few (numba compiles on the first one, ~15 s): one module-wide
+map is shared by the tests that only read it."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from common.columns import row_id
+from common.paths import DataTree, stats_file
+from tests.conftest import load_step
+
+step = load_step("06_reduce_dimensionality")
+
+DIM = 32
+CONCEPTS = ["harbour", "cathedral", "street market", "park", "skyline", "bridge", "metro station",
+            "beach", "museum", "stadium", "night", "snow"]
+CLUSTER_CONCEPTS = ["harbour", "cathedral", "park", "snow"]
+CAPTION_WORDS = {"harbour": "boats", "cathedral": "gothic", "park": "picnic", "snow": "winter"}
+
+
+def concept_vectors() -> np.ndarray:
+    """Stand-ins for CLIP text embeddings: one random unit vector per concept, fixed seed."""
+    v = np.random.default_rng(7).normal(size=(len(CONCEPTS), DIM))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def clustered_vectors(per_cluster: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors in tight clouds around the text embedding of each of CLUSTER_CONCEPTS, plus a
+    component every image shares (the collection's own look, which labels must see past)."""
+    rng = np.random.default_rng(seed)
+    cv = concept_vectors()
+    common = cv[CONCEPTS.index("skyline")]
+    rows, truth = [], []
+    for k, concept in enumerate(CLUSTER_CONCEPTS):
+        centre = cv[CONCEPTS.index(concept)] + 1.5 * common
+        rows.append(centre + rng.normal(scale=0.08, size=(per_cluster, DIM)))
+        truth += [k] * per_cluster
+    x = np.concatenate(rows)
+    return x / np.linalg.norm(x, axis=1, keepdims=True), np.array(truth)
+
+
+def write_step05(root, vectors, captions, shard_rows=10_000, failed_per_shard=1, model="ViT-B-32"):
+    """embeddings-NNNNN.npy + index-NNNNN.parquet (with failed rows in between) + _stats.json."""
+    tree = DataTree.at(root)
+    tree.embeddings.mkdir(parents=True, exist_ok=True)
+    ids = []
+    for n, start in enumerate(range(0, len(vectors), shard_rows)):
+        chunk = vectors[start:start + shard_rows]
+        urls = [f"http://img.test/{i}.jpg" for i in range(start, start + len(chunk))]
+        fails = [f"http://img.test/dead-{n}-{j}.jpg" for j in range(failed_per_shard)]
+        all_urls = fails + urls
+        status = ["error"] * len(fails) + ["success"] * len(urls)
+        table = pa.table({"id": [row_id(u) for u in all_urls], "url": all_urls,
+                          "caption": [None] * len(fails) + list(captions[start:start + len(chunk)]),
+                          "status": status, "error": ["http_404"] * len(fails) + [None] * len(urls)})
+        pq.write_table(table, tree.index_file(n))
+        np.save(tree.embeddings_file(n), chunk.astype(np.float16))
+        ids += [row_id(u) for u in urls]
+    stats_file(tree.embeddings).write_text(json.dumps({"model": model, "pretrained": "none"}))
+    return ids
+
+
+def write_vocab(path):
+    path.write_text("# concepts\n" + "\n".join(CONCEPTS) + "\n", encoding="utf-8")
+    return path
+
+
+def captions_for(truth: np.ndarray) -> list[str]:
+    return [f"Madrid {CAPTION_WORDS[CLUSTER_CONCEPTS[t]]} photo {i}" for i, t in enumerate(truth)]
+
+
+@pytest.fixture
+def fake_text_model(monkeypatch):
+    """The CLIP text tower replaced by the fixed concept vectors above (no torch in these tests)."""
+    calls = []
+
+    def encode(model, pretrained, concepts, device):
+        calls.append((model, pretrained, list(concepts)))
+        return concept_vectors()[[CONCEPTS.index(c) for c in concepts]]
+
+    monkeypatch.setattr(step, "encode_concepts", encode)
+    return calls
+
+
+def run(argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = step.main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def umap_map(tmp_path_factory):
+    """One UMAP map of 4 well-separated clusters (2 shards), made twice with the same seed."""
+    mp = pytest.MonkeyPatch()
+    mp.setattr(step, "encode_concepts",
+               lambda m, p, concepts, d: concept_vectors()[[CONCEPTS.index(c) for c in concepts]])
+    x, truth = clustered_vectors(per_cluster=60)
+    runs = []
+    for name in ("a", "b"):
+        root = tmp_path_factory.mktemp(name)
+        ids = write_step05(root, x, captions_for(truth), shard_rows=150)
+        vocab = write_vocab(root / "vocab.txt")
+        code, out, err = run(["--data-dir", str(root), "--vocab", str(vocab), "--neighbors", "15"])
+        runs.append({"root": root, "ids": ids, "code": code, "out": out, "err": err, "vocab": vocab})
+    mp.undo()
+    return truth, runs
+
+
+def test_umap_map_keeps_separated_clusters_apart_and_hdbscan_recovers_them(umap_map):
+    truth, runs = umap_map
+    assert runs[0]["code"] == 0, runs[0]["err"]
+    table = pq.read_table(DataTree.at(runs[0]["root"]).projection_file).to_pandas()
+    assert table["id"].tolist() == runs[0]["ids"]  # every embedded image, in step 05's order
+    assert "error" in table.columns and set(table["status"]) == {"success"}
+    assert table["x"].between(0, 1).all() and table["y"].between(0, 1).all()
+    assert adjusted_rand_score(truth, table["cluster"]) >= 0.9
+
+
+def test_same_seed_gives_the_same_coordinates(umap_map):
+    _, (a, b) = umap_map
+    ta = pq.read_table(DataTree.at(a["root"]).projection_file)
+    tb = pq.read_table(DataTree.at(b["root"]).projection_file)
+    np.testing.assert_array_equal(ta.column("x").to_numpy(), tb.column("x").to_numpy())
+    np.testing.assert_array_equal(ta.column("y").to_numpy(), tb.column("y").to_numpy())
+
+
+def test_cluster_built_around_a_concept_is_named_after_it(umap_map):
+    truth, runs = umap_map
+    table = pq.read_table(DataTree.at(runs[0]["root"]).projection_file).to_pandas()
+    for k, concept in enumerate(CLUSTER_CONCEPTS):
+        members = table[truth == k]
+        top_label = members["cluster_label"].mode()[0]
+        assert top_label == f"{concept}: {CAPTION_WORDS[concept]}"
+        assert (members["label_score"] > 0.5).mean() > 0.9
+    # the shared component ("skyline") is in every image, yet names no cluster
+    assert not table["cluster_label"].fillna("").str.startswith("skyline").any()
+
+
+def test_without_cuml_auto_backend_falls_back_to_umap_learn_and_says_so(umap_map):
+    _, runs = umap_map
+    assert "backend: umap (cuML is not installed, so umap-learn runs on the CPU)" in runs[0]["out"]
+    stats = json.loads(stats_file(DataTree.at(runs[0]["root"]).projection).read_text())
+    assert stats["backend"] == "umap" and "cuML is not installed" in stats["backend_reason"]
+    assert stats["seed"] == 42 and stats["parameters"]["neighbors"] == 15
+    assert stats["images"] == 240 and stats["clusters"] == 4 and stats["rows_out"] == 240
+    assert stats["peak_memory_mb"] > 0 and stats["phase_seconds"]["layout"] > 0
+    assert stats["input_shards"] == [["embeddings-00000.npy", 150], ["embeddings-00001.npy", 90]]
+    named = {c["label"]: c for c in stats["cluster_names"]}
+    assert named["harbour: boats"]["concepts"][0]["concept"] == "harbour"
+    assert named["harbour: boats"]["terms"][0] == {"term": "boats", "score": pytest.approx(0.7, abs=0.3)}
+
+
+def test_rerun_with_same_parameters_skips(umap_map):
+    _, runs = umap_map
+    r = runs[0]
+    before = DataTree.at(r["root"]).projection_file.stat().st_mtime_ns
+    code, out, _ = run(["--data-dir", str(r["root"]), "--vocab", str(r["vocab"]), "--neighbors", "15"])
+    assert code == 0 and "already exists with these parameters, skipping" in out
+    assert DataTree.at(r["root"]).projection_file.stat().st_mtime_ns == before
+
+
+def test_rerun_with_other_parameters_asks_for_overwrite(umap_map, capsys):
+    _, runs = umap_map
+    r = runs[0]
+    code = step.main(["--data-dir", str(r["root"]), "--vocab", str(r["vocab"]), "--neighbors", "30"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip().splitlines() == [f"error: {DataTree.at(r['root']).projection_file} was made with other "
+                                        "parameters (--neighbors): pass --overwrite to replace it"]
+
+
+def test_backend_cuml_without_gpu_is_one_clear_error_line(tmp_path, capsys, monkeypatch):
+    x, truth = clustered_vectors(per_cluster=10)
+    write_step05(tmp_path, x, captions_for(truth))
+    code = step.main(["--data-dir", str(tmp_path), "--backend", "cuml"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == ("error: --backend cuml needs cuML and an NVIDIA GPU, but cuML is not installed: pip install -r "
+                   "requirements-gpu.txt on a machine with an NVIDIA GPU, or use --backend umap\n")
+    assert not DataTree.at(tmp_path).projection.exists()
+
+
+def test_missing_embeddings_say_to_run_step_05(tmp_path, capsys):
+    assert step.main(["--data-dir", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: no embeddings in {tmp_path / 'embeddings'}: run step 05 (05_process_images.py) first\n"
+
+
+def test_npy_and_index_that_disagree_are_refused(tmp_path, capsys):
+    x, truth = clustered_vectors(per_cluster=10)
+    write_step05(tmp_path, x, captions_for(truth))
+    tree = DataTree.at(tmp_path)
+    np.save(tree.embeddings_file(0), x[:-3].astype(np.float16))
+    assert step.main(["--data-dir", str(tmp_path), "--no-concepts"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == ("error: embeddings-00000.npy holds 37 vectors but index-00000.parquet "
+                                            "lists 40 successful rows: re-run step 05 with --overwrite")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--neighbors", "1"], "--neighbors must be 2 or more (got 1); 15 to 50 is usual"),
+    (["--dist", "3"], "--dist must be between 0 and 1 (got 3.0); 0.0 to 0.5 is usual"),
+    (["--pca", "1"], "--pca must be 0 (off) or 2 or more (got 1); 50 to 100 is usual"),
+    (["--min_cluster_size", "1"], "--min-cluster-size must be 2 or more (got 1)"),
+])
+def test_bad_flag_values_are_one_line_errors(tmp_path, capsys, flags, message):
+    assert step.main(["--data-dir", str(tmp_path)] + flags) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_every_flag_has_help():
+    for action in step.build_parser()._actions:
+        assert action.help, f"{action.option_strings} has no help"
