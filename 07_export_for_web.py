@@ -82,10 +82,11 @@ def check_args(args) -> None:
         raise UserError("--gephi-max-images and --retries must be 0 or more, --timeout more than 0")
 
 
-def input_fingerprint(tree: DataTree) -> dict:
-    """Size and mtime of every input: a re-run with unchanged inputs and flags has nothing to do."""
+def input_fingerprint(tree: DataTree, web_dir: Path) -> dict:
+    """Size and mtime of every input (the viewer too): unchanged inputs and flags leave nothing to do."""
     paths = [tree.projection_file, tree.tags_file, tree.tag_nodes_file, tree.images,
-             *sorted(tree.embeddings.glob("*-*.npy")), *sorted(tree.embeddings.glob("index-*.parquet"))]
+             *sorted(tree.embeddings.glob("*-*.npy")), *sorted(tree.embeddings.glob("index-*.parquet")),
+             *sorted(p for p in web_dir.rglob("*") if p.is_file())]
     return {p.as_posix(): [p.stat().st_size if p.is_file() else 0, p.stat().st_mtime_ns]
             for p in paths if p.exists()}
 
@@ -97,28 +98,32 @@ def up_to_date(tree: DataTree, params: dict, inputs: dict) -> bool:
     return previous.get("parameters") == params and previous.get("inputs") == inputs
 
 
-def thumbnails(args, tree: DataTree, rows, stats: StepStats) -> None:
-    """Mark rows with a thumbnail; download the missing ones when allowed; hard-link the cached ones."""
+def thumbnails(args, tree: DataTree, rows) -> dict:
+    """Mark rows with a thumbnail; download the missing ones when allowed; hard-link the cached ones.
+
+    A row without a thumbnail stays in the export (its cell shows a dot); the outcomes are counted.
+    """
     cached = export_rows.cached_thumbnail_ids(tree.images)
     exported = export_rows.cached_thumbnail_ids(tree.export / "images" / str(export_thumbs.THUMB_SIZE))
     in_cache = np.fromiter((i in cached for i in rows.ids), bool, len(rows))
-    in_export = np.fromiter((i in exported for i in rows.ids), bool, len(rows))
+    in_export = np.fromiter((i in exported for i in rows.ids), bool, len(rows)) & ~in_cache
     missing = np.flatnonzero(~in_cache & ~in_export)
+    outcomes = {"in step 05's cache": int(in_cache.sum()), "already exported": int(in_export.sum())}
     if len(missing) and args.download_missing:
         fetcher = Fetcher(timeout=args.timeout, retries=args.retries, allow_private_hosts=args.allow_private_hosts)
         todo = [(rows.url[k], tree.export_thumbnail(rows.ids[k])) for k in missing.tolist()]
-        done, outcomes = export_thumbs.download_missing(todo, fetcher)
+        done, statuses = export_thumbs.download_missing(todo, fetcher)
         in_export[missing[sorted(done)]] = True
-        for status, n in outcomes.items():
-            if status != "success":
-                stats.drop(f"thumbnail_{status}", n)
+        outcomes.update({f"download {k}": v for k, v in sorted(statuses.items())})
         print(f"downloaded {len(done):,} of {len(missing):,} missing thumbnails")
     elif len(missing):
-        stats.drop("thumbnail_missing", len(missing))
+        outcomes["missing, not downloaded"] = len(missing)
     pairs = [(tree.thumbnail(i), tree.export_thumbnail(i)) for i in rows.ids[in_cache].tolist()]
     counts = export_thumbs.export_thumbnails(pairs, args.overwrite)
     print("thumbnails: " + ", ".join(f"{n:,} {how}" for how, n in sorted(counts.items()) if n))
     rows.has_thumb = in_cache | in_export
+    outcomes["without a thumbnail"] = int((~rows.has_thumb).sum())
+    return outcomes
 
 
 def write_sprites(args, tree: DataTree, rows, levels: dict) -> tuple[dict, list[str]]:
@@ -165,7 +170,7 @@ def main(argv=None) -> int:
     tree = DataTree.at(args.data_dir)
     args.title = args.title or tree.root.resolve().name
     params = {k: v for k, v in public_params(args).items() if k != "overwrite"}
-    inputs = input_fingerprint(tree)
+    inputs = input_fingerprint(tree, Path(args.web_dir))
     if not args.overwrite and up_to_date(tree, params, inputs):
         print(f"{tree.manifest_file} is up to date with its inputs and flags: nothing to do (--overwrite redoes it)")
         return 0
@@ -177,7 +182,7 @@ def main(argv=None) -> int:
     for note in rows.notes:
         print(f"note: {note}")
     category_source = export_rows.attach_domains(rows)
-    thumbnails(args, tree, rows, stats)
+    thumb_outcomes = thumbnails(args, tree, rows)
 
     index = em.load_index(tree, rows.ids)
     method = "embedding" if index is not None else "position (no embeddings found)"
@@ -205,12 +210,12 @@ def main(argv=None) -> int:
     stats.rows_out = len(rows)
     parameters = {**params, "representative": method, "categories": category_source}
     stats.write(tree.export, params, packages=("numpy", "Pillow", "networkx"), inputs=inputs,
-                with_thumbnail=int(rows.has_thumb.sum()), representative=method)
+                thumbnails=thumb_outcomes, representative=method, notes=rows.notes)
     doc = web_export.manifest(args.title, len(rows), levels, sprite_meta, cluster_list,
                               sorted(set(rows.category.tolist())), parameters, files + ["_stats.json"],
                               export_thumbs.THUMB_SIZE)
     write_json(doc, tree.manifest_file)
-    print(stats.summary())
+    print(stats.summary() + f"; {thumb_outcomes['without a thumbnail']:,} rows without a thumbnail")
     print(f"open the map: python -m http.server -d {tree.export} 8000   (then http://localhost:8000/)")
     return 0
 

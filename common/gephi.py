@@ -138,7 +138,7 @@ def _tag_layout(tags, code, img_x, img_sy, weight, tag_nodes: Path):
     wdeg = np.bincount(code, w, len(tags))
     tx = np.bincount(code, w * img_x, len(tags)) / wdeg
     tsy = np.bincount(code, w * img_sy, len(tags)) / wdeg
-    size = 8.0 + 52.0 * np.sqrt(wdeg / max(wdeg.max(), 1e-9))
+    size = 8.0 + 52.0 * np.sqrt(wdeg / max(wdeg.max(initial=0.0), 1e-9))
     if tag_nodes.is_file():
         laid = pd.read_parquet(tag_nodes).drop_duplicates("tag").set_index("tag")
         hit = laid.index.get_indexer(tags)

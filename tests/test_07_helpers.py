@@ -29,6 +29,7 @@ class Generated:
     cluster: np.ndarray
     with_thumb: np.ndarray
     with_vector: np.ndarray
+    vectors: np.ndarray   # float32 as step 07 reads them back (float16 on disk)
 
 
 def _jpegs(n: int = 8) -> list[bytes]:
@@ -58,7 +59,7 @@ def make_inputs(tree: DataTree, n: int = 400, seed: int = 0, dim: int = 16, thum
                              "cluster": cluster, "cluster_label": labels,
                              "label_score": rng.uniform(0, 1, n)}), tree.projection_file)
     with_vector = rng.uniform(0, 1, n) > 0.05
-    _write_embeddings(tree, rng, ids, cluster, with_vector, dim, shards)
+    vectors = _write_embeddings(tree, rng, ids, cluster, with_vector, dim, shards)
     with_thumb = (rng.uniform(0, 1, n) < thumb_fraction) if thumbs else np.zeros(n, bool)
     if thumbs:
         tree.images.mkdir(parents=True, exist_ok=True)
@@ -67,10 +68,10 @@ def make_inputs(tree: DataTree, n: int = 400, seed: int = 0, dim: int = 16, thum
             tree.thumbnail(ids[row]).write_bytes(bodies[i % len(bodies)])
     if tags:
         _write_tags(tree, rng, ids, cluster)
-    return Generated(ids, xy[:, 0], xy[:, 1], cluster, with_thumb, with_vector)
+    return Generated(ids, xy[:, 0], xy[:, 1], cluster, with_thumb, with_vector, vectors)
 
 
-def _write_embeddings(tree: DataTree, rng, ids, cluster, with_vector, dim: int, shards: int) -> None:
+def _write_embeddings(tree: DataTree, rng, ids, cluster, with_vector, dim: int, shards: int) -> np.ndarray:
     """Shards in step 05's layout; each index also lists failed rows and one row not in the projection."""
     base = rng.normal(0, 1, (len(LABELS) + 1, dim))
     vectors = base[cluster + 1] + rng.normal(0, 0.7, (len(ids), dim))
@@ -86,6 +87,7 @@ def _write_embeddings(tree: DataTree, rng, ids, cluster, with_vector, dim: int, 
         stray_vec /= np.linalg.norm(stray_vec)
         pq.write_table(pa.table({"id": index_ids.tolist(), "status": status}), tree.index_file(s))
         np.save(tree.embeddings_file(s), np.concatenate([vectors[ok], stray_vec]).astype(np.float16))
+    return vectors.astype(np.float16).astype(np.float32)
 
 
 def _write_tags(tree: DataTree, rng, ids, cluster) -> None:
