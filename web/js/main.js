@@ -189,7 +189,7 @@ class Viewer {
     link.remove();
     setTimeout(() => URL.revokeObjectURL(url), 10000);
     this.state.exports += 1;
-    this.state.lastExportRows = rows.length;
+    this.state.lastExport = { x0, y0, x1, y1, rows: rows.length };
     this.panels.setStatus(`Exported ${fmt(rows.length)} rows to selected-rows.csv`);
   }
 

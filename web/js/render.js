@@ -4,7 +4,7 @@
 import { cellOf } from './store.js';
 
 export const MIN_CELL_PX = 12;     // a level is used once its cells are at least this wide
-export const THUMB_CELL_PX = 96;   // finest cells this wide open into their members' thumbnails
+export const THUMB_CELL_PX = 48;   // finest cells this wide open into their members' thumbnails
 const MIN_MEMBER_PX = 6;           // below this a member is a coloured square, not an image
 const THUMB_BUDGET = 400;          // more members than this on screen: squares until zoomed further
 const BACKGROUND = '#101014';
@@ -96,7 +96,7 @@ export class Renderer {
     ctx.globalAlpha = 1;
     ctx.fillStyle = BACKGROUND;
     ctx.fillRect(0, 0, camera.width, camera.height);
-    const stats = { cellsDrawn: 0, imagesDrawn: 0, thumbsDrawn: 0, membersDrawn: 0, highlighted: 0 };
+    const stats = { cellsDrawn: 0, cellsShown: 0, imagesDrawn: 0, thumbsDrawn: 0, membersDrawn: 0, highlighted: 0 };
     const view = camera.view();
     this.stack = this.levelStack(view);
     this.stack.forEach((grid, n) => this.drawLevel(grid, view, n === 0, stats));
@@ -130,10 +130,12 @@ export class Renderer {
         // On top of a coarser level, a cell waits for its image so the coarser one shows meanwhile.
         if (!isBase && sp && !sheet) continue;
         const [x, y] = camera.toScreen(i / L, j / L);
-        ctx.globalAlpha = this.cellShown(grid, k) ? 1 : DIM_ALPHA;
+        const shown = this.cellShown(grid, k);
+        ctx.globalAlpha = shown ? 1 : DIM_ALPHA;
         ctx.fillStyle = heatColour(grid.heat[k]);
         ctx.fillRect(x, y, s - gap, s - gap);
         stats.cellsDrawn += 1;
+        if (shown) stats.cellsShown += 1;
         if (sheet) {
           // Denser cells get bigger images, like the visual heatmap of a workshop board.
           const side = (s - gap) * (0.55 + 0.45 * grid.heat[k]);
@@ -184,7 +186,10 @@ export class Renderer {
         if (sub >= 2) out.push({ i, j, members, sub });  // smaller: the representative stays
       }
     }
-    return out;
+    // Thumbnails are requested a few at a time: the middle of the screen first.
+    const ci = ((view.x0 + view.x1) / 2) * L - 0.5;
+    const cj = ((view.y0 + view.y1) / 2) * L - 0.5;
+    return out.sort((a, b) => Math.hypot(a.i - ci, a.j - cj) - Math.hypot(b.i - ci, b.j - cj));
   }
 
   drawMember(row, [x, y, sub], withImage, stats) {

@@ -1,0 +1,367 @@
+"""The web viewer in headless Chromium, on a synthetic export served from 127.0.0.1.
+
+One browser per module; each test gets a fresh page whose console messages, page errors, dialogs
+and requests are recorded, so every test can also check that nothing went wrong on the side.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.export_fixture import id_colour, make_export
+from tests.web_server import web_server  # noqa: F401
+
+CHROMIUM = Path("/usr/bin/chromium")
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
+                                                             "(apt-get install chromium; .ci/run installs it)")
+
+XSS = "<img src=x onerror=alert(1)>"
+SPECIAL = {
+    0: {"caption": XSS, "url": "javascript:alert(1)", "x": 0.03, "y": 0.96},
+    1: {"caption": '=HYPERLINK("https://evil.example","click")', "x": 0.950, "y": 0.050},
+    2: {"caption": 'two\nlines, "quoted"', "x": 0.955, "y": 0.052},
+    3: {"caption": "-2+3", "x": 0.952, "y": 0.057},
+    4: {"caption": "@SUM(A1)", "x": 0.957, "y": 0.045},
+}
+VIEWPORT = {"width": 1000, "height": 760}
+BACKGROUND = (16, 16, 20)
+
+
+@pytest.fixture(scope="module")
+def export(tmp_path_factory):
+    return make_export(tmp_path_factory.mktemp("export"), rows=1500, clusters=3, spread=0.03, special=SPECIAL)
+
+
+@pytest.fixture(scope="module")
+def server(export, web_server):  # noqa: F811
+    return web_server(export.folder)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM),
+                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        yield b
+        b.close()
+
+
+class Page:
+    """A fresh page with everything it does recorded."""
+
+    def __init__(self, browser, server):
+        self.context = browser.new_context(viewport=VIEWPORT, accept_downloads=True)
+        self.page = self.context.new_page()
+        self.server = server
+        self.console_errors, self.page_errors, self.dialogs, self.requests = [], [], [], []
+        self.page.on("console", lambda m: m.type == "error" and self.console_errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.page_errors.append(str(e)))
+        self.page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))
+        self.page.on("request", lambda r: self.requests.append(r.url))
+
+    def open(self, wait_for="state.spritesPaintMs !== null"):
+        self.page.goto(self.server.url + "index.html")
+        self.wait(wait_for)
+        return self
+
+    def wait(self, condition: str, timeout: float = 10_000):
+        """Wait until `condition` (JavaScript over the viewer's `state`) holds."""
+        self.page.wait_for_function(
+            f"() => {{ const v = window.__viewer; if (!v) return false; const state = v.state; return ({condition}); }}",
+            timeout=timeout)
+
+    def until(self, check, timeout: float = 10.0) -> bool:
+        """Poll a Python-side check (e.g. over recorded requests) while the page keeps running."""
+        for _ in range(int(timeout * 10)):
+            if check():
+                return True
+            self.page.wait_for_timeout(100)
+        return check()
+
+    def state(self) -> dict:
+        return self.page.evaluate("JSON.parse(JSON.stringify(window.__viewer.state))")
+
+    def point(self, x: float, y: float) -> tuple[float, float]:
+        return tuple(self.page.evaluate(f"window.__viewer.pagePoint({x}, {y})"))
+
+    def cell_point(self, level: int, i: int, j: int):
+        return self.point((i + 0.5) / level, (j + 0.5) / level)
+
+    def pixel(self, px: float, py: float) -> tuple[int, int, int]:
+        return tuple(self.page.evaluate(f"""() => {{
+            const c = document.getElementById('map'), r = c.getBoundingClientRect(), d = window.devicePixelRatio;
+            return Array.from(c.getContext('2d').getImageData(({px} - r.left) * d, ({py} - r.top) * d, 1, 1).data.slice(0, 3));
+        }}"""))
+
+    def zoom_at(self, x: float, y: float, steps: int):
+        """Wheel-zoom in on map point (x, y), one frame per step."""
+        self.page.mouse.move(*self.point(x, y))
+        for _ in range(steps):
+            frames = self.state()["frames"]
+            self.page.mouse.wheel(0, -300)
+            self.wait(f"state.frames > {frames}")
+
+    def assert_clean(self):
+        assert self.console_errors == []
+        assert self.page_errors == []
+        assert self.dialogs == []
+        outside = [u for u in self.requests if not u.startswith(self.server.url)]
+        assert outside == [], f"requests outside the export folder: {outside}"
+
+
+@pytest.fixture
+def page(browser, server):
+    server.clear()
+    p = Page(browser, server)
+    yield p
+    p.context.close()
+
+
+def densest_cell(export, level: int) -> dict:
+    return max((dict(zip(("i", "j", "count", "id", "caption", "domain"), c[:6])) for c in export.grids[level]),
+               key=lambda c: c["count"])
+
+
+def close(a, b, tol=14) -> bool:
+    return all(abs(int(u) - int(v)) <= tol for u, v in zip(a, b))
+
+
+# ------------------------------------------------------------------------------------------------ drawing
+def test_loads_export_and_draws_every_level_64_cell_with_its_sprite(page, export):
+    page.open()
+    s = page.state()
+    assert s["level"] == 64 and s["mode"] == "grid"
+    assert s["cellsDrawn"] == len(export.grids[64])
+    assert s["imagesDrawn"] == sum(1 for c in export.grids[64] if c[8] >= 0)
+    assert s["labelsDrawn"] >= 1
+    cell = densest_cell(export, 64)
+    # The densest cell's image fills most of it: its centre pixel is the representative's colour.
+    assert close(page.pixel(*page.cell_point(64, cell["i"], cell["j"])), id_colour(cell["id"]))
+    empty = page.point(0.5, 0.999) if export.cell(64, 32, 63) is None else page.point(0.001, 0.001)
+    assert close(page.pixel(*empty), BACKGROUND, tol=4)
+    page.assert_clean()
+
+
+def test_zoom_switches_level_64_128_256_then_single_thumbnails(page, export, server):
+    page.open()
+    cell = densest_cell(export, 256)
+    x, y = (cell["i"] + 0.5) / 256, (cell["j"] + 0.5) / 256
+    seen = []
+    for _ in range(30):
+        page.zoom_at(x, y, 1)
+        page.wait("state.drawnLevels.length === 1 && state.wantedLevel === state.level")
+        s = page.state()
+        step = "thumbs" if s["mode"] == "thumbs" else s["level"]
+        if not seen or seen[-1] != step:
+            seen.append(step)
+        if step == "thumbs":
+            break
+    assert seen == [64, 128, 256, "thumbs"]
+    # The cell under the cursor opens into its members' own thumbnails.
+    members = {export.ids[r] for r in export.members(256, cell["i"], cell["j"])}
+    asked = lambda: {u.rsplit("/", 1)[1][:-4] for u in page.requests if "/images/256/" in u}  # noqa: E731
+    assert page.until(lambda: members <= asked()), members - asked()
+    page.wait("state.thumbsDrawn > 0")
+    page.assert_clean()
+
+
+def test_coarser_level_stays_drawn_while_finer_sprites_load(page, export, server):
+    page.open()
+    server.delay("/sprites/128-", 1.5)
+    cell = densest_cell(export, 128)
+    x, y = (cell["i"] + 0.5) / 128, (cell["j"] + 0.5) / 128
+    for _ in range(10):
+        page.zoom_at(x, y, 1)
+        if page.state()["wantedLevel"] == 128:
+            break
+    s = page.state()
+    assert s["drawnLevels"] == [64, 128]
+    parent = export.cell(64, cell["i"] // 2, cell["j"] // 2)
+    # The middle of the parent cell shows the parent's image while its children's sheets load.
+    # (Just off the exact middle: the hover outline of the cell under the cursor touches that corner.)
+    px, py = (cell["i"] // 2 + 0.5) / 64 + 0.3 / 128, (cell["j"] // 2 + 0.5) / 64 + 0.3 / 128
+    assert close(page.pixel(*page.point(px, py)), id_colour(parent["id"]))
+    page.wait("state.drawnLevels.length === 1", timeout=8000)
+    assert page.state()["drawnLevels"] == [128]
+    page.assert_clean()
+
+
+# ------------------------------------------------------------------------------------------------ hover, gallery
+def test_hover_shows_caption_domain_and_count(page, export):
+    page.open()
+    cell = densest_cell(export, 64)
+    page.page.mouse.move(*page.cell_point(64, cell["i"], cell["j"]))
+    tip = page.page.locator("#tooltip")
+    tip.wait_for(state="visible")
+    assert tip.locator(".caption").text_content() == cell["caption"]
+    assert cell["domain"] in tip.locator(".meta").text_content()
+    assert tip.locator(".count").text_content() == f"{cell['count']:,} images in this cell"
+    page.assert_clean()
+
+
+def test_script_in_caption_stays_inert_in_tooltip_and_gallery(page, export):
+    page.open()
+    i, j = export.cell_of(64, 0)
+    assert export.cell(64, i, j)["caption"] == XSS
+    where = page.cell_point(64, i, j)
+    page.page.mouse.move(*where)
+    page.page.locator("#tooltip").wait_for(state="visible")
+    assert page.page.locator("#tooltip .caption").text_content() == XSS
+    page.page.mouse.click(*where)
+    page.page.locator("#gallery figcaption").first.wait_for()
+    assert page.page.locator("#gallery figcaption").all_text_contents() == [XSS]
+    page.page.wait_for_timeout(300)
+    # Only the viewer's own thumbnails are images; the javascript: URL became a note, not a link.
+    srcs = page.page.eval_on_selector_all("img", "els => els.map(e => e.className + ' ' + e.src)")
+    assert srcs == [f"thumb {page.server.url}images/256/{export.ids[0]}.jpg"]
+    assert page.page.locator("a[href^='javascript']").count() == 0
+    assert page.page.locator("#gallery .bad-url").count() == 1
+    page.assert_clean()
+
+
+def test_click_opens_gallery_of_cell_members_with_safe_source_links(page, export):
+    page.open()
+    cell = densest_cell(export, 64)
+    page.page.mouse.click(*page.cell_point(64, cell["i"], cell["j"]))
+    page.page.locator("#gallery figure").first.wait_for()
+    members = export.members(64, cell["i"], cell["j"])
+    assert len(members) == cell["count"]
+    assert page.page.locator("#gallery-title").text_content() == f"{cell['count']:,} images in this cell"
+    captions = page.page.locator("#gallery figcaption").all_text_contents()
+    assert captions == [export.captions[r] for r in sorted(members, key=lambda r: (export.y[r], export.x[r]))][:120]
+    links = page.page.eval_on_selector_all("#gallery a", "els => els.map(a => [a.href, a.target, a.rel])")
+    assert links and all(h.startswith("https://") and t == "_blank" and r == "noopener noreferrer" for h, t, r in links)
+    page.assert_clean()
+
+
+# ------------------------------------------------------------------------------------------------ search, filters
+def test_search_marks_representatives_at_once_then_members_from_row_tiles(page, export, server):
+    page.open()
+    reps = {c[3] for L in export.grids for c in export.grids[L]}
+    row = next(r for r in range(5, len(export.ids)) if export.ids[r] not in reps)
+    query = export.captions[row]
+    expected = {export.cell_of(64, r) for r in range(len(export.ids)) if query.lower() in export.captions[r].lower()}
+    rep_hits = {(c[0], c[1]) for c in export.grids[64] if query.lower() in c[4].lower()}
+    server.delay("/rows/", 0.8)
+    page.page.fill("#search", query)
+    page.wait(f"state.search.query === {query.lower()!r}")
+    first = page.state()
+    assert first["search"]["tilesDone"] < first["search"]["tilesTotal"]
+    assert first["highlighted"] == len(rep_hits)
+    server.delay("/rows/", 0)
+    page.wait("state.search.done", timeout=20_000)
+    page.wait(f"state.highlighted === {len(expected)}")
+    s = page.state()
+    assert s["search"]["rowMatches"] == sum(query.lower() in c.lower() for c in export.captions)
+    assert s["cellsShown"] == len(expected)
+    assert "matching rows" in page.page.locator("#search-status").text_content()
+    page.assert_clean()
+
+
+def test_filters_keep_only_cells_of_the_chosen_cluster_and_category(page, export):
+    page.open()
+    page.page.select_option("#cluster", "1")
+    page.wait("state.filters.cluster === 1")
+    cells = export.grids[64]
+    assert page.state()["cellsShown"] == sum(1 for c in cells if c[7] == 1)
+    page.page.select_option("#category", "news")
+    page.wait("state.filters.category === 'news'")
+    assert page.state()["cellsShown"] == sum(1 for c in cells if c[7] == 1 and c[6] == "news")
+    page.page.select_option("#cluster", "")
+    page.wait("state.filters.cluster === null")
+    assert page.state()["cellsShown"] == sum(1 for c in cells if c[6] == "news")
+    page.assert_clean()
+
+
+# ------------------------------------------------------------------------------------------------ CSV export
+def test_shift_drag_exports_the_region_rows_as_quoted_csv(page, export):
+    page.open()
+    a, b = page.point(0.935, 0.035), page.point(0.975, 0.07)
+    page.page.keyboard.down("Shift")
+    page.page.mouse.move(*a)
+    page.page.mouse.down()
+    page.page.mouse.move(*b, steps=4)
+    with page.page.expect_download() as info:
+        page.page.mouse.up()
+    page.page.keyboard.up("Shift")
+    text = Path(info.value.path()).read_text(encoding="utf-8")
+    box = page.state()["lastExport"]
+    inside = [r for r in range(len(export.ids))
+              if box["x0"] <= export.x[r] <= box["x1"] and box["y0"] <= export.y[r] <= box["y1"]]
+    assert {1, 2, 3, 4} <= set(inside)
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert list(rows[0].keys()) == ["id", "x", "y", "caption", "url", "domain", "category", "cluster"]
+    assert sorted(r["id"] for r in rows) == sorted(export.ids[r] for r in inside)
+    by_id = {r["id"]: r for r in rows}
+    assert by_id[export.ids[1]]["caption"] == "'" + SPECIAL[1]["caption"]
+    assert by_id[export.ids[2]]["caption"] == SPECIAL[2]["caption"]
+    assert by_id[export.ids[3]]["caption"] == "'-2+3"
+    assert by_id[export.ids[4]]["caption"] == "'@SUM(A1)"
+    assert np.isclose(float(by_id[export.ids[1]]["x"]), 0.95)
+    page.assert_clean()
+
+
+def test_csv_cells_are_quoted_and_formulas_neutralised(page):
+    page.open()
+    got = page.page.evaluate("""async () => {
+        const { csvCell, toCsv } = await import('./js/csv.js');
+        return [csvCell('=1+1'), csvCell('-5'), csvCell(-5), csvCell('a,"b"'), csvCell(null), csvCell('plain'),
+                csvCell('\\tTAB'), toCsv(['a', 'b'], [[1, 'x\\ny']])];
+    }""")
+    assert got == ["'=1+1", "'-5", "-5", '"a,""b"""', "", "plain", "'\tTAB", 'a,b\r\n1,"x\ny"\r\n']
+
+
+# ------------------------------------------------------------------------------------------------ safety
+def test_tour_makes_no_console_error_and_no_request_outside_the_export(page, export, server):
+    page.open()
+    cell = densest_cell(export, 256)
+    page.page.fill("#search", "plaza")
+    page.wait("state.search.done", timeout=20_000)
+    page.page.fill("#search", "")
+    page.zoom_at((cell["i"] + 0.5) / 256, (cell["j"] + 0.5) / 256, 14)
+    page.wait("state.mode === 'thumbs' && state.thumbsDrawn > 0")
+    where = page.point((cell["i"] + 0.5) / 256, (cell["j"] + 0.5) / 256)
+    page.page.mouse.move(*where)
+    page.page.locator("#tooltip").wait_for(state="visible")
+    page.page.mouse.click(*where)
+    page.page.locator("#gallery figure").first.wait_for()
+    page.page.wait_for_timeout(300)
+    page.assert_clean()
+    served = server.requests
+    assert all((export.folder / p.lstrip("/").split("?")[0]).is_file() for p in served), served
+
+
+def test_manifest_paths_outside_the_export_folder_are_refused(tmp_path, browser, web_server):  # noqa: F811
+    make_export(tmp_path, rows=50, manifest_overrides={
+        "grids": {"64": "http://example.com/grid_64.json", "128": "../grid_128.json", "256": "grid_256.json"}})
+    p = Page(browser, web_server(tmp_path))
+    try:
+        p.page.goto(p.server.url + "index.html")
+        p.wait("state.error !== null")
+        error = p.page.locator("#error")
+        assert error.is_visible()
+        assert "outside the export folder" in error.text_content()
+        assert [u for u in p.requests if not u.startswith(p.server.url)] == []
+        assert p.page_errors == [] and p.dialogs == []
+    finally:
+        p.context.close()
+
+
+def test_missing_manifest_is_one_readable_error(tmp_path, browser, web_server):  # noqa: F811
+    from tests.export_fixture import copy_viewer
+
+    copy_viewer(tmp_path)
+    p = Page(browser, web_server(tmp_path))
+    try:
+        p.page.goto(p.server.url + "index.html")
+        p.wait("state.error !== null")
+        assert p.page.locator("#error").text_content() == "Cannot show this export: manifest.json: HTTP 404."
+        assert p.page_errors == []
+    finally:
+        p.context.close()
