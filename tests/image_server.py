@@ -12,7 +12,7 @@ Routes (all under http://127.0.0.1:PORT):
   /loop/a, /loop/b       redirect to each other for ever
   /to-private            redirect to a private address (10.255.255.1)
   /noai                  a good JPEG with `X-Robots-Tag: noai`
-  /hold/<key>            a good JPEG after `hold_seconds` (to watch concurrency per host)
+  /hold/<key>            a JPEG (one of 64, chosen by key) after `hold_seconds`: slow, distinct pictures
   /bench/<i>.jpg         benchmark images: latency drawn from `latency`, every `fail_every`-th fails
 Every request is logged (path, headers, time) and the peak number of requests in flight kept.
 """
@@ -53,7 +53,7 @@ class ImageHost:
         self._stop = threading.Event()
         self._bench_cache: dict[int, bytes] = {}
         self.server = _QuietServer(("127.0.0.1", 0), _handler(self))
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     # ------------------------------------------------------------------ control
     @property
@@ -97,6 +97,7 @@ class ImageHost:
             self._in_flight -= 1
 
     def bench_image(self, i: int) -> bytes:
+        """One of 64 distinct pictures (bench_size) for index i."""
         with self._lock:
             body = self._bench_cache.get(i % 64)
         if body is None:
@@ -171,7 +172,7 @@ def _handler(host: ImageHost):
                 self.send(200, host.good, "image/jpeg", {"X-Robots-Tag": "noai"})
             elif head == "hold":
                 host._stop.wait(host.hold_seconds)
-                self.send(200, host.good)
+                self.send(200, host.bench_image(zlib.crc32(rest.encode())))
             elif head == "bench":
                 self.bench(rest)
             else:
