@@ -146,13 +146,13 @@ def write_sprites(args, tree: DataTree, rows, levels: dict) -> tuple[dict, list[
 def write_gephi(args, tree: DataTree, rows, levels: dict) -> list[str]:
     coarse = levels[min(levels)]
     density = coarse.count[coarse.row_cell]
-    reps = np.unique(np.concatenate([lv.rep for lv in levels.values()]))
-    others = np.setdiff1d(np.arange(len(rows)), reps)
-    chosen = np.concatenate([reps, others[np.argsort(rows.ids[others].astype(str))]])
-    if args.gephi_max_images:
+    # a capped network keeps what the map shows: coarse representatives, then finer ones, then the rest
+    order = np.concatenate([levels[s].rep for s in sorted(levels)] + [np.arange(len(rows))])
+    _, first = np.unique(order, return_index=True)
+    chosen = order[np.sort(first)]
+    if args.gephi_max_images and len(chosen) > args.gephi_max_images:
         chosen = chosen[:args.gephi_max_images]
-    if len(chosen) < len(rows):
-        print(f"gephi: {len(chosen):,} of {len(rows):,} images (--gephi-max-images; every representative included)")
+        print(f"gephi: {len(chosen):,} of {len(rows):,} images (--gephi-max-images; representatives first)")
     chosen = np.sort(chosen)
     net = gephi.build_network(rows.ids[chosen], rows.caption[chosen], rows.x[chosen], rows.sy[chosen],
                               rows.cluster[chosen], rows.cluster_label[chosen], rows.has_thumb[chosen],
