@@ -181,7 +181,7 @@ def main(argv=None) -> int:
     stats.rows_in = len(rows) + sum(rows.dropped.values())
     for note in rows.notes:
         print(f"note: {note}")
-    category_source = export_rows.attach_domains(rows)
+    category_source = export_rows.attach_domains(rows, tree)
     thumb_outcomes = thumbnails(args, tree, rows)
 
     index = em.load_index(tree, rows.ids)

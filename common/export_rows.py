@@ -12,16 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from common import domains
 from common.cli import UserError
 from common.columns import normalize, row_ids
 from common.paths import DataTree, is_row_id
 
 COORD_DECIMALS = 6
-OTHER_CATEGORY = "other"
 _WANTED = ("id", "url", "caption", "x", "y", "cluster", "cluster_label")
 
 
@@ -119,33 +120,32 @@ def cached_thumbnail_ids(folder: Path) -> set[str]:
     return {name[:-4] for name in os.listdir(folder) if name.endswith(".jpg") and is_row_id(name[:-4])}
 
 
-def _hosts(urls: np.ndarray) -> np.ndarray:
-    """Lower-cased host of each URL ('' when there is none), without a per-row Python parse."""
-    arr = pa.array(urls.tolist(), pa.string())
-    host = pc.extract_regex(pc.utf8_lower(arr), r"^[a-z][a-z0-9+.\-]*://(?:[^/?#@]*@)?(?P<h>\[[^\]]*\]|[^/?#:]*)")
-    return np.asarray(pc.fill_null(pc.struct_field(host, "h"), "").to_pylist(), dtype=object)
-
-
 def registered_domains(urls: np.ndarray) -> np.ndarray:
-    """Registered domain of each URL (bbc.co.uk for img.news.bbc.co.uk), from the bundled suffix list.
-
-    Step 04's domain function is used when the project has one; otherwise tldextract runs offline
-    (its bundled public suffix list, never a download), once per distinct host.
-    """
-    import tldextract
-
-    hosts = _hosts(urls)
-    uniq, inverse = np.unique(hosts.astype(str), return_inverse=True)
-    extract = tldextract.TLDExtract(suffix_list_urls=(), cache_dir=None)
-    names = []
-    for host in uniq.tolist():
-        parts = extract(host) if host else None
-        names.append((parts.top_domain_under_public_suffix or host) if parts else "")
+    """Registered domain of each URL as step 04 counts it (bbc.co.uk for img.news.bbc.co.uk); the
+    bare host where there is none (an IP address), '' where there is no host at all."""
+    hosts = [domains.host_of(u)[0] or "" for u in urls.tolist()]
+    uniq, inverse = np.unique(np.asarray(hosts, dtype=object).astype(str), return_inverse=True)
+    names = [(domains.domain_of_host(h)[0] or h) if h else "" for h in uniq.tolist()]
     return np.asarray(names, dtype=object)[inverse]
 
 
-def attach_domains(rows: ExportRows) -> str:
+def domain_categories(tree: DataTree, names: np.ndarray) -> tuple[np.ndarray, str]:
+    """Source type of each domain: step 04's table when it exists (it applied the researcher's own
+    --categories map), else the map shipped with the project; 'other' when neither knows it."""
+    uniq, inverse = np.unique(names.astype(str), return_inverse=True)
+    table = tree.analysis_csv("top_domains")
+    from_step_04 = {}
+    if table.is_file():
+        df = pd.read_csv(table, usecols=lambda c: c in ("domain", "category"), dtype=str, keep_default_na=False)
+        if {"domain", "category"} <= set(df.columns):
+            from_step_04 = dict(zip(df["domain"], df["category"]))
+    cats = [from_step_04.get(d) or domains.category_of(d) for d in uniq.tolist()]
+    source = f"{table.name} of step 04, then {domains.DEFAULT_MAP.name}" if from_step_04 else domains.DEFAULT_MAP.name
+    return np.asarray(cats, dtype=object)[inverse], source
+
+
+def attach_domains(rows: ExportRows, tree: DataTree) -> str:
     """Fill rows.domain and rows.category; returns where the categories came from."""
     rows.domain = registered_domains(rows.url)
-    rows.category = np.full(len(rows), OTHER_CATEGORY, dtype=object)
-    return "none (every domain is 'other')"
+    rows.category, source = domain_categories(tree, rows.domain)
+    return source

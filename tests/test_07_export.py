@@ -292,3 +292,21 @@ def test_embeddings_that_disagree_with_their_index_are_a_clear_error(tmp_path, c
 def test_every_flag_has_help():
     for action in step.build_parser()._actions:
         assert action.help, action.dest
+
+
+def test_categories_come_from_step_04_table_then_the_shipped_map(tmp_path):
+    tree = DataTree.at(tmp_path / "data")
+    urls = ["https://image.shutterstock.com/a.jpg", "https://img.news.example.co.uk/b.jpg",
+            "https://blog.example.org/c.jpg", "http://10.1.2.3/d.jpg"]
+    make_inputs(tree, n=4, seed=13, tags=False, urls=urls)
+    tree.analysis.mkdir(parents=True)
+    tree.analysis_csv("top_domains").write_text("domain,count,share,cumulative_share,category\n"
+                                                "example.co.uk,1,0.25,0.25,news\n", encoding="utf-8")
+    assert run(tree, "--poster-size", "0", "--levels", "16") == 0
+    rows = {}
+    for path in (tree.export / "rows").glob("*.json"):
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        rows.update({r[4]: dict(zip(doc["columns"], r)) for r in doc["rows"]})
+    assert [(rows[u]["domain"], rows[u]["category"]) for u in urls] == [
+        ("shutterstock.com", "stock photo"), ("example.co.uk", "news"), ("example.org", "other"), ("10.1.2.3", "other")]
+    assert json.loads(tree.manifest_file.read_text())["categories"] == ["news", "other", "stock photo"]
