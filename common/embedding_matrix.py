@@ -126,6 +126,7 @@ def model_of(tree: DataTree) -> tuple[str, str | None]:
     stats = read_json(path)
     if not stats.get("model"):
         raise UserError(f"{path} does not name the CLIP model: re-run step 05, or pass --no-concepts")
-    pretrained = stats.get("pretrained")
-    # step 05 records None (or "none") for its seeded random weights
-    return str(stats["model"]), ("none" if pretrained in (None, "") else str(pretrained))
+    model, pretrained = str(stats["model"]), stats.get("pretrained")
+    if pretrained in (None, "") and not model.startswith(("hf-hub:", "local-dir:")):
+        pretrained = "none"  # step 05 records its seeded random weights as None or "none"
+    return model, (None if pretrained in (None, "") else str(pretrained))

@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from common.cli import UserError
+from common.columns import row_ids
 
 TAG_COLUMNS = ("Source", "Target", "Weight")
 
@@ -45,7 +46,11 @@ class Network:
 
 
 def read_edges(path, image_ids: list[str]) -> tuple[pd.DataFrame, Counter]:
-    """Edges (image row, tag, weight) whose image is on the map; the rest counted by reason."""
+    """Edges (image row, tag, weight) whose image is on the map; the rest counted by reason.
+
+    Source is the image's row id; a Source that is the image URL (a hand-made edge table, as in
+    the spreadsheet recipe) is hashed to the row id. A missing Weight counts as 1 (as in step 07).
+    """
     if not path.is_file():
         raise UserError(f"{path} not found: --layout network needs step 05's tags "
                         "(run 05_process_images.py with tagging on), or use --layout umap")
@@ -53,15 +58,21 @@ def read_edges(path, image_ids: list[str]) -> tuple[pd.DataFrame, Counter]:
     missing = [c for c in TAG_COLUMNS if c not in edges.columns]
     if missing:
         raise UserError(f"{path} lacks column(s) {', '.join(missing)}: it needs Source, Target, Weight")
-    dropped = Counter()
-    weight = pd.to_numeric(edges["Weight"], errors="coerce")
-    bad = ~(np.isfinite(weight) & (weight > 0)) | (edges["Target"].str.strip() == "")
-    dropped["edge_bad_weight_or_tag"] = int(bad.sum())
-    row = pd.Index(image_ids).get_indexer(edges["Source"])
-    unknown = (row < 0) & ~bad
-    dropped["edge_image_not_on_map"] = int(unknown.sum())
-    keep = ~bad & ~unknown
-    out = pd.DataFrame({"row": row[keep], "tag": edges["Target"][keep].str.strip(), "weight": weight[keep]})
+    weight = pd.to_numeric(edges["Weight"], errors="coerce").fillna(1.0).to_numpy(np.float64)
+    tag = edges["Target"].str.strip()
+    lookup = pd.Index(image_ids)
+    row = lookup.get_indexer(edges["Source"])
+    unmatched = np.flatnonzero(row < 0)
+    if len(unmatched):
+        row[unmatched] = lookup.get_indexer(row_ids(edges["Source"].iloc[unmatched].tolist()))
+    reasons = {"edge_no_tag": (tag == "").to_numpy(),
+               "edge_weight_not_positive": ~(np.isfinite(weight) & (weight > 0)),
+               "edge_image_not_on_map": row < 0}
+    dropped, keep = Counter(), np.ones(len(edges), bool)
+    for reason, bad in reasons.items():
+        dropped[reason] = int((bad & keep).sum())  # each edge counted once, under its first reason
+        keep &= ~bad
+    out = pd.DataFrame({"row": row[keep], "tag": tag[keep].to_numpy(), "weight": weight[keep]})
     before = len(out)
     # a tag listed twice for one image is one edge, at its highest confidence
     out = out.groupby(["row", "tag"], as_index=False, sort=True)["weight"].max()

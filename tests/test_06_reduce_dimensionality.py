@@ -220,3 +220,69 @@ def test_bad_flag_values_are_one_line_errors(tmp_path, capsys, flags, message):
 def test_every_flag_has_help():
     for action in step.build_parser()._actions:
         assert action.help, f"{action.option_strings} has no help"
+
+
+def write_tags(root, ids, groups, rng) -> list[tuple[int, set]]:
+    """tags.csv: the images of group g carry 2-3 tags of their group's own 4 (none shared across
+    groups), plus edges a map must not use: an unknown image, a zero weight, an empty tag."""
+    rows, tagsets = [], []
+    for i, (image, g) in enumerate(zip(ids, groups)):
+        own = [f"g{g}-tag{j}" for j in range(4)]
+        chosen = set(rng.choice(own, size=rng.integers(2, 4), replace=False).tolist())
+        tagsets.append(chosen)
+        # one image is listed by its URL, as in a hand-made edge table
+        source = "http://img.test/0.jpg" if i == 0 else image
+        rows += [f"{source},{t},{rng.uniform(0.2, 1.0):.3f}" for t in sorted(chosen)]
+    rows += ["ffffffffffffffff,g0-tag0,0.9", f"{ids[1]},g0-tag1,0", f"{ids[2]},,0.5"]
+    (DataTree.at(root).tags_file).write_text("Source,Target,Weight\n" + "\n".join(rows) + "\n")
+    return tagsets
+
+
+def test_network_layout_puts_images_sharing_tags_closer_than_images_sharing_none(tmp_path):
+    x, truth = clustered_vectors(per_cluster=20, seed=3)
+    rng = np.random.default_rng(5)
+    groups = rng.permutation(truth)  # the tag groups are unrelated to the embeddings
+    ids = write_step05(tmp_path, x, captions_for(truth))
+    tagsets = write_tags(tmp_path, ids, groups, rng)
+    code, out, err = run(["--data-dir", str(tmp_path), "--layout", "network", "--no-concepts",
+                          "--iterations", "150", "--linlog"])
+    assert code == 0, err
+    assert "backend: fa2" in out
+    tree = DataTree.at(tmp_path)
+    images = pq.read_table(tree.projection_file).to_pandas()
+    xy = images[["x", "y"]].to_numpy()
+    d = np.linalg.norm(xy[:, None] - xy[None], axis=2)
+    share = np.array([[bool(a & b) for b in tagsets] for a in tagsets])
+    off_diagonal = ~np.eye(len(ids), dtype=bool)
+    assert d[share & off_diagonal].mean() < 0.5 * d[~share].mean()
+    assert images["degree"].tolist() == [len(t) for t in tagsets]
+    tags = pq.read_table(tree.tag_nodes_file).to_pandas()
+    assert sorted(tags["tag"]) == sorted({t for s in tagsets for t in s})
+    expected_degree = {t: sum(t in s for s in tagsets) for t in tags["tag"]}
+    assert dict(zip(tags["tag"], tags["degree"])) == expected_degree
+    assert tags[["x", "y"]].stack().between(0, 1).all()
+    stats = json.loads(stats_file(tree.projection).read_text())
+    assert stats["layout"] == "network" and stats["backend"] == "fa2"
+    assert stats["edges_dropped"] == {"edge_no_tag": 1, "edge_weight_not_positive": 1, "edge_image_not_on_map": 1}
+    assert stats["tags"] == len(tags) and stats["parameters"]["linlog"] is True
+
+
+def test_umap_layout_after_network_layout_removes_stale_tag_nodes(tmp_path):
+    """Cheap check of the clean-up path with a 2-image collection (no UMAP run needed)."""
+    x, truth = clustered_vectors(per_cluster=1)
+    ids = write_step05(tmp_path, x[:2], captions_for(truth[:2]))
+    (DataTree.at(tmp_path).tags_file).write_text(f"Source,Target,Weight\n{ids[0]},a,1\n{ids[1]},a,1\n")
+    assert run(["--data-dir", str(tmp_path), "--layout", "network", "--no-concepts", "--iterations", "5"])[0] == 0
+    assert DataTree.at(tmp_path).tag_nodes_file.exists()
+    assert run(["--data-dir", str(tmp_path), "--no-concepts", "--overwrite"])[0] == 0
+    assert not DataTree.at(tmp_path).tag_nodes_file.exists()
+    assert pq.read_table(DataTree.at(tmp_path).projection_file).num_rows == 2
+
+
+def test_network_layout_without_tags_csv_says_what_to_do(tmp_path, capsys):
+    x, truth = clustered_vectors(per_cluster=5)
+    write_step05(tmp_path, x, captions_for(truth))
+    assert step.main(["--data-dir", str(tmp_path), "--layout", "network", "--no-concepts"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"error: {DataTree.at(tmp_path).tags_file} not found: --layout network needs step 05's tags "
+        "(run 05_process_images.py with tagging on), or use --layout umap")
