@@ -107,17 +107,17 @@ class Placer:
     def place(self, items: list[PlanItem], parent: str | None) -> list[PlanItem]:
         """Create every item not in the ledger; returns those still unconfirmed after all passes."""
         pending = [it for it in items if it.key not in self.ledger]
-        for attempt in range(1, self.passes + 1):
+        for attempt in range(self.passes):
             if not pending:
-                return []
+                break
+            if attempt:
+                time.sleep(min(0.2 * 2 ** attempt, 5.0))     # Miro was failing: give it a moment
             ambiguous = self._pass(pending, parent)
-            if not ambiguous:
-                return []
-            self.adopt(ambiguous, parent)
-            for _ in range(sum(it.key in self.ledger for it in ambiguous)):
-                self._tick()
+            if ambiguous:
+                self.adopt(ambiguous, parent)
+                for _ in range(sum(it.key in self.ledger for it in ambiguous)):
+                    self._tick()
             pending = [it for it in ambiguous if it.key not in self.ledger]
-            time.sleep(min(0.2 * 2 ** attempt, 5.0))
         return pending
 
     def remove_all(self) -> int:

@@ -389,7 +389,8 @@ class MiroServer(ThreadingHTTPServer):
 
 def start(state: MiroState | None = None) -> MiroServer:
     server = MiroServer(state or MiroState())
-    threading.Thread(target=server.serve_forever, name="miro-server", daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="miro-server",
+                     daemon=True).start()
     return server
 
 
