@@ -92,6 +92,8 @@ def stop_languages(args, parts, language_col: str | None) -> list[str]:
     seen: Counter[str] = Counter()
     if language_col:
         for batch in iter_batches(parts, [language_col], batch_size=262_144):
+            if not batch.num_columns:  # a part without the column: its captions are unlabelled
+                continue
             for row in pc.value_counts(batch.column(0)).to_pylist():
                 seen[language_code(row["values"])] += row["counts"]
     total = sum(seen.values())

@@ -54,13 +54,14 @@ def bar_chart(labels: list[str], values: list[float], title: str, xlabel: str, p
     import matplotlib.pyplot as plt
 
     labels, values = [str(x)[:60] for x in labels[:CHART_BARS]][::-1], list(values[:CHART_BARS])[::-1]
-    fig, ax = plt.subplots(figsize=(9, 0.28 * max(len(labels), 4) + 1.4))
+    height = 0.28 * max(len(labels), 4) + 1.4
+    fig, ax = plt.subplots(figsize=(9, height))
     ax.barh(range(len(labels)), values, color="#3b6ea5")
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10)
     ax.margins(y=0.01)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.33, right=0.97, bottom=0.6 / height, top=1 - 0.4 / height)  # fixed room for labels: tight_layout would draw everything twice
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
