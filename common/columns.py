@@ -21,6 +21,20 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "pwatermark": ("pwatermark", "PWATERMARK"),
 }
 
+# RE-LAION-5B on the Hugging Face Hub, by subset and release variant. Every repo is gated (a
+# token and accepted terms are needed) and holds Spark-written shards,
+# `part-NNNNN-<uuid>-c000.snappy.parquet`, with lower-case `url` and `caption` columns.
+RELAION_REPOS: dict[tuple[str, str], str] = {
+    ("en", "research-safe"): "laion/relaion2B-en-research-safe",
+    ("en", "research"): "laion/relaion2B-en-research",
+    ("multi", "research-safe"): "laion/relaion2B-multi-research-safe",
+    ("multi", "research"): "laion/relaion2B-multi-research",
+    ("nolang", "research-safe"): "laion/relaion1B-nolang-research-safe",
+    ("nolang", "research"): "laion/relaion1B-nolang-research",
+}
+RELAION_SUBSETS = ("multi", "en", "nolang")
+RELAION_VARIANTS = ("research-safe", "research")
+
 
 def find_column(names, internal: str, override: str | None = None) -> str | None:
     """The source's name for an internal column (an explicit override wins), or None."""

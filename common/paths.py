@@ -72,6 +72,11 @@ class DataTree:
     def metadata_part(self, n: int) -> Path:
         return self.metadata / part_name(n)
 
+    @property
+    def downloads(self) -> Path:
+        """01's downloads in progress; each file is deleted once filtered (unless --keep-downloads)."""
+        return self.metadata / ".downloads"
+
     def cleaned_part(self, n: int) -> Path:
         return self.metadata_cleaned / part_name(n)
 

@@ -1,0 +1,288 @@
+"""Step 01: keep the RE-LAION-5B rows whose caption names the city (or any keyword).
+
+Reads RE-LAION-5B's parquet shards from the Hugging Face Hub (gated: a token whose account has
+accepted the dataset's terms), one file at a time, or local files with --source: parquet
+shards, folders or globs of them, or any image-URL collection as CSV/parquet (a TCAT export:
+--url-column media_url --caption-column text). Each file is streamed in batches, caption column
+first; a downloaded file is deleted once filtered unless --keep-downloads.
+
+Writes data/metadata/part-NNNNN.parquet, one per source file (NNNNN = the file's place in the
+sorted file list), with the source's columns under internal names plus `id` (hash of the URL),
+`source_file` and `matched_keyword`; then data/metadata/_stats.json. A re-run skips finished
+files; Ctrl-C loses at most the files in progress.
+
+Example:
+    python 01_download_and_filter.py --keywords Madrid madrileño --subset multi --limit 5
+    python 01_download_and_filter.py --keywords Madrid --source exports/tcat.csv \\
+        --url-column media_url --caption-column text --data-dir data/madrid-tcat
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from tqdm import tqdm
+
+from common import hub
+from common.caption_filter import CaptionMatcher
+from common.cli import UserError, add_overwrite, entrypoint, parser
+from common.files import list_parts
+from common.match import MODES, compile_keywords
+from common.metadata_parts import PartWriter, output_schema, output_table, read_part_info, rename_for_output
+from common.paths import DataTree, stats_file
+from common.sources import SourceError, SourceFile, expand_local, read_matches, source_schema
+from common.stats import StepStats
+
+STEP = "01_download_and_filter"
+DEFAULT_WORKERS = 2
+
+
+def build_parser():
+    p = parser(__doc__)
+    p.add_argument("--keywords", nargs="+", required=True, help="words to look for in captions, e.g. Madrid madrileño")
+    p.add_argument("--token", help="Hugging Face token (default: HF_TOKEN, else the cached `hf auth login`)")
+    p.add_argument("--subset", default="multi", help="RE-LAION-5B subset: multi, en or nolang (default: multi)")
+    p.add_argument("--variant", default="research-safe", help="release: research-safe or research (default: research-safe)")
+    p.add_argument("--repo", help="read this Hub dataset repo instead of the subset's (e.g. a mirror)")
+    p.add_argument("--limit", type=int, help="process only the first N files (for testing)")
+    p.add_argument("--source", nargs="+", metavar="PATH", help="local parquet/CSV files, folders or globs instead of the Hub")
+    p.add_argument("--url-column", "--url_column", dest="url_column", help="image URL column of --source files")
+    p.add_argument("--caption-column", "--caption_column", dest="caption_column", help="caption column of --source files")
+    p.add_argument("--match", default="word", help="word (whole word, the default), substring or regex")
+    p.add_argument("--case-sensitive", "--case_sensitive", dest="case_sensitive", action="store_true",
+                   help="match case exactly (default: case-insensitive)")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help=f"files processed at once (default {DEFAULT_WORKERS})")
+    p.add_argument("--keep-downloads", "--keep_downloads", dest="keep_downloads", action="store_true",
+                   help="keep downloaded Hub files under <data-dir>/metadata/.downloads/")
+    add_overwrite(p)
+    return p
+
+
+# ---------------------------------------------------------------------------- the run's settings
+@dataclass
+class Job:
+    tree: DataTree
+    matcher: CaptionMatcher
+    signature: dict
+    url_column: str | None = None
+    caption_column: str | None = None
+    repo: str | None = None
+    token: str | None = field(default=None, repr=False)
+    keep_downloads: bool = False
+    workers: int = DEFAULT_WORKERS
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class FileReport:
+    source: SourceFile
+    rows_scanned: int = 0
+    matched: Counter = field(default_factory=Counter)
+    no_url: int = 0
+    rows_written: int = 0
+    bytes_downloaded: int = 0
+    failed: str | None = None
+
+    def info(self, signature: dict) -> dict:
+        return {"signature": signature, "source_file": self.source.name, "rows_scanned": self.rows_scanned,
+                "matched": dict(self.matched), "no_url": self.no_url, "rows_written": self.rows_written,
+                "bytes_downloaded": self.bytes_downloaded}
+
+
+def keyword_matcher(args) -> CaptionMatcher:
+    if args.match not in MODES:
+        raise UserError(f"unknown --match {args.match!r}: choose one of {', '.join(MODES)}")
+    try:
+        patterns = compile_keywords(args.keywords, args.match, args.case_sensitive)
+        for p in patterns:  # RE2 refuses some Python-valid patterns (look-arounds): say so now
+            pc.match_substring_regex(pa.array([""]), p.re2)
+    except (re.error, pa.ArrowInvalid) as e:
+        raise UserError(f"--keywords is not a valid regular expression ({str(e).splitlines()[0]}): "
+                        "fix it or use --match word") from None
+    if not patterns:
+        raise UserError("--keywords are all blank: give at least one word, e.g. --keywords Madrid")
+    return CaptionMatcher(patterns, args.match, args.case_sensitive)
+
+
+def plan_sources(args, job: Job) -> tuple[list[SourceFile], str]:
+    """(source files, a description of where they come from); checks Hub access up front."""
+    if args.source:
+        files = expand_local(args.source, exclude=job.tree.metadata)
+        where = f"{len(files):,} local file(s)"
+    else:
+        job.repo = hub.repo_for(args.subset, args.variant, args.repo)
+        job.token = hub.resolve_token(args.token)
+        api = hub.HfApi()
+        user = hub.check_token(api, job.token)
+        files = [SourceFile(i, f) for i, f in enumerate(hub.list_parquet_files(api, job.repo, job.token))]
+        where = f"{job.repo} ({len(files):,} parquet files, as {user})"
+    if args.limit is not None:
+        if args.limit < 1:
+            raise UserError(f"--limit must be at least 1 (got {args.limit})")
+        files = files[: args.limit]
+    return files, where
+
+
+def finished_files(files: list[SourceFile], job: Job, overwrite: bool) -> set[int]:
+    """Indexes of files whose part exists and was made with these settings from this file."""
+    done = set()
+    for src in files:
+        part = job.tree.metadata_part(src.index)
+        if not part.exists():
+            continue
+        info = read_part_info(part) or {}
+        if info.get("signature") == job.signature and info.get("source_file") == src.name:
+            done.add(src.index)
+        elif not overwrite:
+            raise UserError(f"{part} was made from another file or with other keywords/--match: "
+                            "pass --overwrite to redo it, or use another --data-dir")
+    return done
+
+
+# ---------------------------------------------------------------------------- one file
+def filter_into_part(path: Path, src: SourceFile, job: Job, report: FileReport) -> None:
+    schema = source_schema(path, src.name)
+    renames = rename_for_output(schema.names, job.url_column, job.caption_column)
+    keywords = job.matcher.keywords
+    writer = PartWriter(job.tree.metadata_part(src.index), output_schema(schema, renames))
+    try:
+        for batch in read_matches(path, src.name, job.matcher, job.url_column, job.caption_column, job.stop):
+            report.rows_scanned += batch.scanned
+            if batch.table is None:
+                continue
+            for k, n in enumerate(np.bincount(batch.which, minlength=len(keywords))):
+                report.matched[keywords[k]] += int(n)
+            table, dropped = output_table(batch.table, batch.which, keywords, src.name, renames)
+            report.no_url += dropped
+            writer.write(table)
+        report.rows_written = writer.rows
+        writer.finish(report.info(job.signature))
+    except BaseException:
+        writer.abandon()
+        raise
+
+
+def process_file(src: SourceFile, job: Job) -> FileReport:
+    report = FileReport(src)
+    path = None if job.repo else Path(src.name)
+    try:
+        if job.repo:
+            path, report.bytes_downloaded = hub.download(job.repo, src.name, job.token, job.tree.downloads)
+        filter_into_part(path, src, job, report)
+    except (SourceError, hub.DownloadFailed) as e:
+        report.failed = str(e)
+    finally:
+        if job.repo and path is not None and not job.keep_downloads:
+            path.unlink(missing_ok=True)
+    return report
+
+
+def _after_file(report: FileReport) -> None:
+    """Called in the main thread after each file (a seam for tests that interrupt a run)."""
+
+
+def run_files(pending: list[SourceFile], job: Job) -> list[FileReport]:
+    reports, started = [], time.time()
+    bar = tqdm(total=len(pending), desc="01 filter", unit="file", disable=not pending)
+    with ThreadPoolExecutor(max_workers=max(1, job.workers), thread_name_prefix="01-file") as pool:
+        futures = [pool.submit(process_file, src, job) for src in pending]
+        try:
+            for fut in as_completed(futures):
+                report = fut.result()
+                reports.append(report)
+                scanned = sum(r.rows_scanned for r in reports)
+                bar.set_postfix_str(f"{scanned / max(time.time() - started, 1e-9):,.0f} rows/s, "
+                                    f"{sum(r.rows_written for r in reports):,} matches")
+                bar.update(1)
+                _after_file(report)
+        except BaseException:
+            job.stop.set()  # running files stop at their next batch; queued ones never start
+            for f in futures:
+                f.cancel()
+            raise
+        finally:
+            bar.close()
+    return reports
+
+
+# ---------------------------------------------------------------------------- totals
+def totals(job: Job) -> dict:
+    """Counts over every finished part made with these settings (this run's and earlier runs')."""
+    t = {"files_done": 0, "rows_scanned": 0, "rows_written": 0, "no_url": 0, "bytes_downloaded": 0,
+         "matched_per_keyword": Counter({k: 0 for k in job.matcher.keywords})}
+    for part in list_parts(job.tree.metadata):
+        info = read_part_info(part) or {}
+        if info.get("signature") != job.signature:
+            continue
+        t["files_done"] += 1
+        for key in ("rows_scanned", "rows_written", "no_url", "bytes_downloaded"):
+            t[key] += info.get(key, 0)
+        t["matched_per_keyword"].update(info.get("matched", {}))
+    t["matched_per_keyword"] = dict(t["matched_per_keyword"])
+    return t
+
+
+def write_stats(stats: StepStats, job: Job, args, where: str, reports: list[FileReport], skipped: int) -> None:
+    t = totals(job)
+    failed = [{"file": r.source.name, "reason": r.failed} for r in reports if r.failed]
+    if t["rows_written"] == 0:
+        if t["files_done"] == 0 and failed:
+            raise UserError(f"none of the {len(failed):,} files could be read (first: {failed[0]['file']}: "
+                            f"{failed[0]['reason']})")
+        raise UserError(f"no caption names {' / '.join(job.matcher.keywords)} in {t['rows_scanned']:,} rows of "
+                        f"{t['files_done']:,} file(s): check the spelling, try --match substring, or read more files")
+    stats.rows_in, stats.rows_out = t["rows_scanned"], t["rows_written"]
+    stats.drop("caption_without_keyword", t["rows_scanned"] - sum(t["matched_per_keyword"].values()))
+    stats.drop("no_url", t["no_url"])
+    stats.write(job.tree.metadata, args, packages=("huggingface_hub",), source=where,
+                files_done=t["files_done"], files_skipped_finished=skipped, files_failed=failed,
+                matched_per_keyword=t["matched_per_keyword"], bytes_downloaded=t["bytes_downloaded"])
+
+
+# ---------------------------------------------------------------------------- main
+@entrypoint
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    stats = StepStats(STEP)
+    tree = DataTree.at(args.data_dir)
+    matcher = keyword_matcher(args)
+    signature = {"keywords": matcher.keywords, "match": args.match, "case_sensitive": args.case_sensitive}
+    job = Job(tree, matcher, signature, args.url_column, args.caption_column,
+              keep_downloads=args.keep_downloads, workers=args.workers)
+    files, where = plan_sources(args, job)
+    if args.overwrite:
+        for part in list_parts(tree.metadata):
+            part.unlink()
+    done = finished_files(files, job, args.overwrite)
+    pending = [f for f in files if f.index not in done]
+    print(f"01: {where}; keywords {', '.join(matcher.keywords)} ({args.match} match)")
+    if done:
+        print(f"skipping {len(done):,} finished file(s) of {len(files):,} (--overwrite redoes them)")
+    if pending:
+        stats_file(tree.metadata).unlink(missing_ok=True)
+        if job.repo:
+            hub.check_access(job.repo, pending[0].name, job.token)
+    reports = run_files(pending, job)
+    for r in reports:
+        if r.failed:
+            print(f"skipped {r.source.name}: {r.failed}", file=sys.stderr)
+    if job.repo and not args.keep_downloads:
+        shutil.rmtree(tree.downloads, ignore_errors=True)
+    write_stats(stats, job, args, where, reports, len(done))
+    print(stats.summary())
+    print(f"wrote {tree.metadata}/part-*.parquet and {stats_file(tree.metadata).name}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

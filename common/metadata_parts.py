@@ -1,0 +1,94 @@
+"""Step 01's output parts: one `part-NNNNN.parquet` per source file, each describing itself.
+
+A part holds the source's matching rows under internal column names plus `id` (stable hash of
+the URL), `source_file` and `matched_keyword`. Its parquet footer records how it was made (the
+keywords, match mode and source file) and what was counted (rows scanned, matches per keyword,
+rows without a URL, bytes downloaded), so a re-run can tell a finished file from one made with
+other settings, and `_stats.json` can be rebuilt from the parts alone after any interruption.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from common.columns import ALIASES, find_column, row_ids
+from common.files import atomic_path
+
+INFO_KEY = b"city_identity_explorer.step01"
+ADDED_COLUMNS = ("id", "source_file", "matched_keyword")
+
+
+def rename_for_output(names: list[str], url_column: str | None, caption_column: str | None) -> dict[str, str]:
+    """source name -> output name: the known columns get internal names; clashes get `source_`."""
+    overrides = {"url": url_column, "caption": caption_column}
+    chosen = {internal: find_column(names, internal, overrides.get(internal)) for internal in ALIASES}
+    out = {}
+    for n in names:
+        # a column that means something else under a name we need (TCAT's tweet `id`, a page
+        # `url` next to the chosen `media_url`) keeps its data under a prefixed name
+        if n in ADDED_COLUMNS or chosen.get(n) not in (None, n):
+            out[n] = f"source_{n}"
+    out.update({src: internal for internal, src in chosen.items() if src is not None and src != internal})
+    return out
+
+
+def output_table(matched: pa.Table, which: np.ndarray, keywords: list[str], source_name: str,
+                 renames: dict[str, str]) -> tuple[pa.Table, int]:
+    """(rows to write, rows dropped for having no URL): renamed, with id/source_file/matched_keyword."""
+    table = matched.rename_columns([renames.get(n, n) for n in matched.column_names])
+    url = table["url"]
+    has_url = pc.fill_null(pc.and_(pc.is_valid(url), pc.not_equal(url, "")), False)
+    dropped = len(table) - pc.sum(has_url).as_py() if len(table) else 0
+    if dropped:
+        table, which = table.filter(has_url), np.asarray(which)[has_url.to_numpy(zero_copy_only=False)]
+    urls = table["url"].cast(pa.string()).to_pylist()
+    table = table.append_column("id", pa.array(row_ids(urls), pa.string()))
+    table = table.append_column("source_file", pa.array([source_name] * len(table), pa.string()))
+    table = table.append_column("matched_keyword", pa.array(keywords, pa.string()).take(pa.array(which, pa.int32())))
+    return table, dropped
+
+
+def output_schema(source: pa.Schema, renames: dict[str, str]) -> pa.Schema:
+    empty = source.empty_table()
+    table, _ = output_table(empty, np.empty(0, np.int32), [""], "", renames)
+    return table.schema
+
+
+class PartWriter:
+    """Streams one part to `<part>.tmp`; `finish(info)` records the info and renames it into place."""
+
+    def __init__(self, path: Path, schema: pa.Schema):
+        self.path, self.schema = Path(path), schema
+        self._ctx = atomic_path(self.path)
+        tmp = self._ctx.__enter__()
+        self._writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        if len(table):
+            self._writer.write_table(table.cast(self.schema))
+            self.rows += len(table)
+
+    def finish(self, info: dict) -> None:
+        self._writer.add_key_value_metadata({INFO_KEY: json.dumps(info, ensure_ascii=False)})
+        self._writer.close()
+        self._ctx.__exit__(None, None, None)
+
+    def abandon(self) -> None:
+        """Drop the half-written part (the source will be redone on the next run)."""
+        try:
+            self._writer.close()
+        finally:
+            self._ctx.__exit__(RuntimeError, RuntimeError("abandoned"), None)
+
+
+def read_part_info(path: Path) -> dict | None:
+    """What a finished part records about itself, or None for a part without it."""
+    meta = pq.read_metadata(path).metadata or {}
+    raw = meta.get(INFO_KEY)
+    return json.loads(raw) if raw else None

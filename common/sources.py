@@ -1,0 +1,185 @@
+"""Image-URL collections on disk: RE-LAION parquet shards, other parquet files, CSV exports.
+
+Step 01 reads each file in bounded batches and hands on only the rows whose caption matched.
+A parquet file is read column-wise: the caption column of a batch of row groups first, and the
+other columns of those row groups only when some caption in them matched. A CSV file (e.g. a
+TCAT export, with `media_url` and `text`) is parsed in blocks of all-string columns.
+"""
+from __future__ import annotations
+
+import glob
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pv
+import pyarrow.parquet as pq
+
+from common.caption_filter import CaptionMatcher
+from common.cli import UserError
+from common.columns import find_column
+
+PARQUET_SUFFIXES = (".parquet",)
+CSV_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
+BATCH_ROWS = 500_000  # rows per read: bounds memory whatever the file's size
+CSV_BLOCK_BYTES = 16 << 20
+
+
+class SourceError(Exception):
+    """A file that cannot be read (corrupt, truncated, not what its name says): it is skipped."""
+
+
+class Stopped(Exception):
+    """Another part of the run asked this file's reader to stop (Ctrl-C or a fatal error)."""
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    index: int   # position in the sorted list of all source files: names its output part
+    name: str    # recorded in each output row's `source_file`
+
+    @property
+    def is_csv(self) -> bool:
+        return self.name.lower().endswith(CSV_SUFFIXES)
+
+
+@dataclass
+class Batch:
+    scanned: int                       # rows read in this batch
+    table: pa.Table | None = None      # the matching rows, source column names
+    which: np.ndarray | None = None    # index of the keyword each matching row named
+
+
+def is_data_file(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(PARQUET_SUFFIXES + CSV_SUFFIXES)
+
+
+def expand_local(specs: list[str], exclude: Path | None = None) -> list[SourceFile]:
+    """Files, folders (searched recursively) and globs -> sorted source files, stable indexes."""
+    found: set[Path] = set()
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            found.update(p for p in path.rglob("*") if is_data_file(p))
+        elif path.is_file():
+            found.add(path)
+        elif glob.has_magic(spec):
+            found.update(p for p in map(Path, glob.glob(spec, recursive=True)) if is_data_file(p))
+        else:
+            raise UserError(f"--source {spec}: no such file or folder")
+    if exclude is not None:  # never read this step's own output back in
+        found = {p for p in found if not p.resolve().is_relative_to(exclude.resolve())}
+    if not found:
+        raise UserError(f"no parquet or CSV files in --source {' '.join(specs)}: "
+                        f"give files, folders or globs of {', '.join(PARQUET_SUFFIXES + CSV_SUFFIXES)} files")
+    return [SourceFile(i, str(p)) for i, p in enumerate(sorted(found, key=str))]
+
+
+def pick_columns(names: list[str], source: str, url_column: str | None,
+                 caption_column: str | None) -> tuple[str, str]:
+    """(url column, caption column) of a source, or a UserError that lists what it has."""
+    url = find_column(names, "url", url_column)
+    caption = find_column(names, "caption", caption_column)
+    for found, what, flag, given in ((url, "image URL", "--url-column", url_column),
+                                     (caption, "caption", "--caption-column", caption_column)):
+        if found is None:
+            told = f"column {given!r} is not" if given else f"no {what} column is"
+            raise UserError(f"{told} in {source} (it has: {', '.join(names)}): pass {flag} NAME")
+    return url, caption
+
+
+def read_matches(path: Path, name: str, matcher: CaptionMatcher, url_column: str | None = None,
+                 caption_column: str | None = None, stop: threading.Event | None = None,
+                 batch_rows: int = BATCH_ROWS) -> Iterator[Batch]:
+    """Stream a parquet or CSV file, yielding each batch's matching rows."""
+    reader = _csv_batches if name.lower().endswith(CSV_SUFFIXES) else _parquet_batches
+    for batch in reader(path, name, matcher, url_column, caption_column, batch_rows):
+        if stop is not None and stop.is_set():
+            raise Stopped(name)
+        yield batch
+
+
+def source_schema(path: Path, name: str) -> pa.Schema:
+    """The file's columns and types as they will be read (CSV columns are read as strings)."""
+    try:
+        if name.lower().endswith(CSV_SUFFIXES):
+            return pa.schema([(n, pa.string()) for n in _csv_names(path, name)])
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise SourceError(_reason(e)) from None
+
+
+def _reason(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'unreadable'}"[:300]
+
+
+def _row_group_runs(pf: pq.ParquetFile, batch_rows: int) -> Iterator[list[int]]:
+    run, rows = [], 0
+    for i in range(pf.metadata.num_row_groups):
+        run.append(i)
+        rows += pf.metadata.row_group(i).num_rows
+        if rows >= batch_rows:
+            yield run
+            run, rows = [], 0
+    if run:
+        yield run
+
+
+def _parquet_batches(path, name, matcher, url_column, caption_column, batch_rows) -> Iterator[Batch]:
+    try:
+        pf = pq.ParquetFile(path)
+        names = pf.schema_arrow.names
+        _, caption = pick_columns(names, name, url_column, caption_column)
+        for groups in _row_group_runs(pf, batch_rows):
+            captions = pf.read_row_groups(groups, columns=[caption], use_threads=True)[caption]
+            rows, which = matcher.match(captions)
+            if len(rows) == 0:
+                yield Batch(len(captions))
+                continue
+            others = [n for n in names if n != caption]
+            rest = pf.read_row_groups(groups, columns=others, use_threads=True) if others else None
+            yield Batch(len(captions), _assemble(names, caption, captions, rest).take(pa.array(rows)), which)
+    except (pa.ArrowException, OSError) as e:
+        if isinstance(e, OSError) and not isinstance(e, pa.ArrowException) and e.errno is not None:
+            raise  # a real I/O error (disk, permissions), not a malformed file
+        raise SourceError(_reason(e)) from None
+
+
+def _assemble(names, caption, captions, rest) -> pa.Table:
+    columns = {caption: captions}
+    if rest is not None:
+        columns.update({n: rest[n] for n in rest.column_names})
+    return pa.table({n: columns[n] for n in names})
+
+
+def _csv_options(path: Path, name: str, names: list[str] | None = None):
+    tab = name.lower().endswith((".tsv", ".tsv.gz"))
+    parse = pv.ParseOptions(delimiter="\t" if tab else ",", newlines_in_values=True)
+    read = pv.ReadOptions(block_size=CSV_BLOCK_BYTES)
+    convert = pv.ConvertOptions(column_types={n: pa.string() for n in names or ()}, strings_can_be_null=True)
+    return read, parse, convert
+
+
+def _csv_names(path: Path, name: str) -> list[str]:
+    read, parse, convert = _csv_options(path, name)
+    with pv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert) as reader:
+        return reader.schema.names
+
+
+def _csv_batches(path, name, matcher, url_column, caption_column, batch_rows) -> Iterator[Batch]:
+    try:
+        names = _csv_names(path, name)
+        _, caption = pick_columns(names, name, url_column, caption_column)
+        read, parse, convert = _csv_options(path, name, names)
+        with pv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert) as reader:
+            for block in reader:
+                rows, which = matcher.match(block.column(caption))
+                table = pa.Table.from_batches([block]).take(pa.array(rows)) if len(rows) else None
+                yield Batch(block.num_rows, table, which if len(rows) else None)
+    except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
+        if isinstance(e, OSError) and not isinstance(e, pa.ArrowException) and e.errno is not None:
+            raise
+        raise SourceError(_reason(e)) from None
