@@ -40,7 +40,7 @@ from common.files import list_parts
 from common.match import MODES, compile_keywords
 from common.metadata_parts import PartWriter, output_schema, output_table, read_part_info, rename_for_output
 from common.paths import DataTree, stats_file
-from common.sources import SourceError, SourceFile, expand_local, read_matches, source_schema
+from common.sources import SourceError, SourceFile, expand_local, pick_columns, read_matches, source_schema
 from common.stats import StepStats
 
 STEP = "01_download_and_filter"
@@ -118,6 +118,11 @@ def plan_sources(args, job: Job) -> tuple[list[SourceFile], str]:
     """(source files, a description of where they come from); checks Hub access up front."""
     if args.source:
         files = expand_local(args.source, exclude=job.tree.metadata)
+        for src in files:  # a missing column is a user mistake: say so before any work starts
+            try:
+                pick_columns(source_schema(Path(src.name), src.name).names, src.name, args.url_column, args.caption_column)
+            except SourceError:
+                pass  # unreadable: skipped with its reason during the run
         where = f"{len(files):,} local file(s)"
     else:
         job.repo = hub.repo_for(args.subset, args.variant, args.repo)
@@ -152,6 +157,7 @@ def finished_files(files: list[SourceFile], job: Job, overwrite: bool) -> set[in
 # ---------------------------------------------------------------------------- one file
 def filter_into_part(path: Path, src: SourceFile, job: Job, report: FileReport) -> None:
     schema = source_schema(path, src.name)
+    pick_columns(schema.names, src.name, job.url_column, job.caption_column)
     renames = rename_for_output(schema.names, job.url_column, job.caption_column)
     keywords = job.matcher.keywords
     writer = PartWriter(job.tree.metadata_part(src.index), output_schema(schema, renames))
