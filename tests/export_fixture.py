@@ -166,22 +166,23 @@ def _write_row_tiles(folder, exp) -> list[str]:
     return names
 
 
-def _write_thumbnails(folder, exp, thumb_rows, thumb_px) -> list[str]:
-    """Thumbnails for `thumb_rows`; identical colours share one encoded file through hard links."""
-    names, encoded = [], {}
+def write_thumbnails(folder, exp, thumb_rows, thumb_px: int = 256, distinct: int | None = None) -> None:
+    """Thumbnails for `thumb_rows`. With `distinct`, only that many images are encoded and the rows
+    share them through hard links (cheap for a million rows); otherwise each row gets its own colour."""
+    encoded = {}
     out = folder / "images" / "256"
     out.mkdir(parents=True, exist_ok=True)
     for r in thumb_rows:
         rid = exp.ids[r]
-        rgb = id_colour(rid)
+        rgb = id_colour(rid) if distinct is None else id_colour(row_id(int(rid[:6], 16) % distinct, "shared"))
         target = out / f"{rid}.jpg"
+        if target.exists():
+            continue
         if rgb in encoded:
             target.hardlink_to(encoded[rgb])
         else:
             Image.new("RGB", (thumb_px, thumb_px * 3 // 4), rgb).save(target, quality=85)
             encoded[rgb] = target
-        names.append(f"images/256/{rid}.jpg")
-    return names
 
 
 def copy_viewer(folder: Path) -> list[str]:
@@ -197,12 +198,14 @@ def copy_viewer(folder: Path) -> list[str]:
 
 def make_export(folder: Path, rows: int = 400, seed: int = 0, clusters: int = 4, spread: float = 0.06,
                 special: dict | None = None,
-                thumbs: str | np.ndarray = "all", thumb_px: int = 256, title: str = "Test city",
-                manifest_overrides: dict | None = None) -> Export:
+                thumbs: str | np.ndarray = "all", thumb_files: np.ndarray | None = None, shared_thumbs: int | None = None,
+                thumb_px: int = 256, title: str = "Test city", manifest_overrides: dict | None = None) -> Export:
     """Write a complete export under `folder`.
 
     special: {row number: {"caption"|"url"|"domain"|"category"|"x"|"y": value}} overrides generated rows.
-    thumbs: "all", "none", or a boolean mask of the rows that have a thumbnail file.
+    thumbs: "all", "none", or a boolean mask of the rows that have a thumbnail (as step 07 sees it).
+    thumb_files: a mask of the rows whose thumbnail file is actually written (default: all of `thumbs`);
+    the manifest's file list names every thumbnail either way. shared_thumbs: see write_thumbnails.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -225,7 +228,9 @@ def make_export(folder: Path, rows: int = 400, seed: int = 0, clusters: int = 4,
     sprites = _write_grids(folder, exp, reps, SPRITE_TILE, SPRITE_COLUMNS)
     files = [f"grid_{L}.json" for L in LEVELS] + [s for v in sprites.values() for s in v["sheets"]]
     files += _write_row_tiles(folder, exp)
-    files += _write_thumbnails(folder, exp, np.flatnonzero(has).tolist(), thumb_px)
+    written = has if thumb_files is None else has & np.asarray(thumb_files, bool)
+    write_thumbnails(folder, exp, np.flatnonzero(written).tolist(), thumb_px, shared_thumbs)
+    files += [f"images/256/{exp.ids[r]}.jpg" for r in np.flatnonzero(has).tolist()]
     files += copy_viewer(folder)
     names = {c: f"{WORDS[c % len(WORDS)]} cluster {c}" for c in range(clusters)}
     cl_list = []

@@ -71,8 +71,10 @@ class Viewer {
   }
 
   frame() {
+    const start = performance.now();
     const stats = this.renderer.draw();
     const now = performance.now();
+    stats.drawMs = now - start;
     if (stats.cellsDrawn && this.state.firstPaintMs === null) this.state.firstPaintMs = now;
     if (stats.imagesDrawn && stats.drawnLevels.length === 1 && this.state.spritesPaintMs === null) {
       this.state.spritesPaintMs = now;
@@ -113,7 +115,7 @@ class Viewer {
     const k = grid.at(i, j);
     if (k < 0) return null;
     const hit = { grid, k, level: L, i, j, row: null };
-    if (this.renderer.stats.mode === 'thumbs') {
+    if (this.renderer.expanded.has(j * L + i)) {
       const f = L / this.store.tilesN;
       const tile = this.store.tiles.peek(Math.floor(j / f) * this.store.tilesN + Math.floor(i / f));
       const members = tile ? tile.members(L, i, j) : [];

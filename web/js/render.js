@@ -6,7 +6,7 @@ import { cellOf } from './store.js';
 export const MIN_CELL_PX = 12;     // a level is used once its cells are at least this wide
 export const THUMB_CELL_PX = 48;   // finest cells this wide open into their members' thumbnails
 const MIN_MEMBER_PX = 6;           // below this a member is a coloured square, not an image
-const THUMB_BUDGET = 400;          // more members than this on screen: squares until zoomed further
+const THUMB_BUDGET = 400;          // members shown as thumbnails at once (decoded images are capped)
 const BACKGROUND = '#101014';
 const DIM_ALPHA = 0.14;
 const HIGHLIGHT = '#ffe14d';
@@ -49,6 +49,7 @@ export class Renderer {
     this.store = store;
     this.viewer = viewer;   // filters, search, hover, selection
     this.stack = [];
+    this.expanded = new Set();  // finest cells drawn as their members, in this frame
     this.stats = {};
   }
 
@@ -99,6 +100,7 @@ export class Renderer {
     const stats = { cellsDrawn: 0, cellsShown: 0, imagesDrawn: 0, thumbsDrawn: 0, membersDrawn: 0, highlighted: 0 };
     const view = camera.view();
     this.stack = this.levelStack(view);
+    this.expanded = new Set();
     this.stack.forEach((grid, n) => this.drawLevel(grid, view, n === 0, stats));
     const top = this.stack[this.stack.length - 1];
     const thumbs = Boolean(top && top.level === this.store.levels[this.store.levels.length - 1] && this.thumbsMode());
@@ -148,25 +150,27 @@ export class Renderer {
     ctx.globalAlpha = 1;
   }
 
+  // Cells open into their members' thumbnails from the middle of the screen outwards, until the
+  // budget of decoded thumbnails is spent; the cells beyond keep their representative image.
   drawMembers(grid, view, stats) {
     const { ctx, camera } = this;
     const L = grid.level;
     const s = camera.scale / L;
-    const cells = this.visibleMembers(grid, view);
-    // Decoded thumbnails are capped: past the budget, members stay squares until the user zooms in.
-    let wanted = 0;
-    for (const c of cells) if (c.sub >= MIN_MEMBER_PX) wanted += c.members.length;
-    const withImages = wanted <= THUMB_BUDGET;
-    for (const { i, j, members, sub } of cells) {
+    let budget = THUMB_BUDGET;
+    for (const { i, j, members } of this.visibleMembers(grid, view)) {
+      budget -= members.length;
+      if (budget < 0) {
+        stats.thumbBudgetExceeded = true;
+        break;
+      }
       const [x, y] = camera.toScreen(i / L, j / L);
       ctx.globalAlpha = 1;
       ctx.fillStyle = BACKGROUND;
       ctx.fillRect(x, y, s, s);
-      members.forEach((row, m) => this.drawMember(row, memberRect(x, y, s, members.length, m),
-        withImages && sub >= MIN_MEMBER_PX, stats));
+      members.forEach((row, m) => this.drawMember(row, memberRect(x, y, s, members.length, m), stats));
+      this.expanded.add(j * L + i);
     }
     ctx.globalAlpha = 1;
-    stats.thumbBudgetExceeded = !withImages;
   }
 
   // Visible finest cells whose row tile is loaded and whose members are big enough to tell apart.
@@ -183,7 +187,7 @@ export class Renderer {
         if (!tile) continue;
         const members = tile.members(L, i, j);
         const sub = s / Math.ceil(Math.sqrt(members.length));
-        if (sub >= 2) out.push({ i, j, members, sub });  // smaller: the representative stays
+        if (sub >= MIN_MEMBER_PX) out.push({ i, j, members });  // smaller: the representative stays
       }
     }
     // Thumbnails are requested a few at a time: the middle of the screen first.
@@ -192,11 +196,11 @@ export class Renderer {
     return out.sort((a, b) => Math.hypot(a.i - ci, a.j - cj) - Math.hypot(b.i - ci, b.j - cj));
   }
 
-  drawMember(row, [x, y, sub], withImage, stats) {
+  drawMember(row, [x, y, sub], stats) {
     const { ctx } = this;
     const pad = sub > 10 ? 1 : 0;
     ctx.globalAlpha = this.viewer.rowShown(row) ? 1 : DIM_ALPHA;
-    const img = withImage ? this.store.thumb(row.id) : null;
+    const img = this.store.thumb(row.id);
     if (img && img.naturalWidth) {
       const fit = (sub - 2 * pad) / Math.max(img.naturalWidth, img.naturalHeight);
       const w = img.naturalWidth * fit;
