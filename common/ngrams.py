@@ -56,10 +56,24 @@ def _repeats_within_captions(keys: np.ndarray, docs: np.ndarray) -> np.ndarray:
     return k[1:][again]
 
 
-def count_batch(keys: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _count_packed(keys: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Keys of at most 46 bits: one sort of (key, caption) packed together gives all three counts."""
+    packed = np.sort((keys << DOC_BITS) | docs)
+    key_starts = _run_starts(packed >> DOC_BITS)
+    pair_new = np.empty(len(packed), dtype=np.int64)
+    pair_new[:1] = 1
+    pair_new[1:] = packed[1:] != packed[:-1]
+    occ = np.diff(np.append(key_starts, len(packed)))
+    return packed[key_starts] >> DOC_BITS, occ, np.add.reduceat(pair_new, key_starts)
+
+
+def count_batch(keys: np.ndarray, docs: np.ndarray, key_bits: int = 3 * ID_BITS
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Distinct keys (sorted), their occurrences, and in how many distinct captions each occurs."""
     if not len(keys):
         return _EMPTY, _EMPTY, _EMPTY
+    if key_bits + DOC_BITS <= 63:
+        return _count_packed(keys, docs)
     s = np.sort(keys)
     starts = _run_starts(s)
     uniq = s[starts]
@@ -190,7 +204,7 @@ class NgramCounter:
             3: ((gid[:-2] << 2 * ID_BITS) | (gid[1:-1] << ID_BITS) | gid[2:], docs[2:], same3 & ~edge[:-2] & ~edge[2:]),
         }
         for n, (keys, key_docs, keep) in batches.items():
-            self.tables[n].add(*count_batch(keys[keep], key_docs[keep]))
+            self.tables[n].add(*count_batch(keys[keep], key_docs[keep], n * ID_BITS))
             if len(self.tables[n]) > self.max_terms:
                 self.tables[n].prune_to(self.max_terms // 2)
 
