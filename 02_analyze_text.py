@@ -155,7 +155,8 @@ def main(argv=None) -> int:
     counter = NgramCounter(StopWords(langs), exclude, max_terms=args.max_terms)
     count(parts, caption_col, language_col, counter, args.batch_size, stats)
     stats.rows_out = counter.captions
-    stats.drop("no_caption", stats.rows_in - counter.captions)
+    if stats.rows_in > counter.captions:
+        stats.drop("no_caption", stats.rows_in - counter.captions)
     if not counter.captions:
         raise UserError(f"no captions to analyse in {folder}: every caption is empty")
     tables = write_outputs(tree, counter, args.top, args.city)
