@@ -48,19 +48,25 @@ def shrink(src: Path, dst: Path, size: int = THUMB_SIZE) -> None:
 
 
 def link_or_copy(src: Path, dst: Path) -> str:
-    """Hard-link src to dst (atomically: link beside it, then rename); copy when linking fails."""
-    tmp = dst.with_name(dst.name + ".tmp")
-    if tmp.exists():
-        tmp.unlink()
+    """Hard-link src to dst (a link appears whole or not at all); copy when linking is not possible.
+
+    An existing dst (--overwrite) is replaced through a temporary sibling, so it is never missing.
+    """
+    target = dst.with_name(dst.name + ".tmp") if dst.exists() else dst
     try:
-        os.link(src, tmp)
+        os.link(src, target)
         how = "linked"
+    except FileExistsError:  # a .tmp left by an interrupted run
+        target.unlink()
+        return link_or_copy(src, dst)
     except OSError as e:
         if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
             raise
-        shutil.copyfile(src, tmp)
-        how = "copied"
-    os.replace(tmp, dst)
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+        return "copied"
+    if target != dst:
+        os.replace(target, dst)
     return how
 
 

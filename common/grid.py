@@ -119,8 +119,8 @@ def _finest(x, sy, has_thumb, cluster, index, size) -> tuple[Level, _Vectors | N
     pos = (x - mx[row_cell]) ** 2 + (sy - my[row_cell]) ** 2
     _, rep = first_per_group(row_cell, ~has_thumb, dist, pos)
     if index is not None:
-        vectors = _Vectors(index, means.astype(np.float64) * vec_count[:, None], vec_count,
-                           em.gather(index, rep).astype(np.float64), dict(zip(rep.tolist(), range(n))))
+        vectors = _Vectors(index, means * vec_count[:, None].astype(np.float32), vec_count,
+                           em.gather(index, rep), dict(zip(rep.tolist(), range(n))))
     level = Level(size, row_cell, keys, count, rep, mode_per_group(row_cell, cluster, n), np.full(n, -1))
     return level, vectors
 
@@ -133,9 +133,9 @@ def _coarser(x, sy, has_thumb, cluster, vectors, child: Level, size) -> Level:
     cand = child.rep
     d = np.full(len(cand), np.inf)
     if vectors is not None:
-        vectors.sums = em.group_sums(parent, vectors.sums, n)
+        vectors.sums = em.group_sums(parent, vectors.sums, n, np.float32)
         vectors.counts = np.bincount(parent, vectors.counts, n)
-        means = vectors.sums / np.maximum(vectors.counts, 1)[:, None]
+        means = vectors.sums / np.maximum(vectors.counts, 1).astype(np.float32)[:, None]
         e = vectors.rep_vectors[[vectors.row_of[r] for r in cand.tolist()]]
         d = np.einsum("ij,ij->i", e, e) - 2.0 * np.einsum("ij,ij->i", e, means[parent])
         d[vectors.index.shard[cand] < 0] = np.inf

@@ -310,3 +310,31 @@ def test_categories_come_from_step_04_table_then_the_shipped_map(tmp_path):
     assert [(rows[u]["domain"], rows[u]["category"]) for u in urls] == [
         ("shutterstock.com", "stock photo"), ("example.co.uk", "news"), ("example.org", "other"), ("10.1.2.3", "other")]
     assert json.loads(tree.manifest_file.read_text())["categories"] == ["news", "other", "stock photo"]
+
+
+def test_thumbnails_are_copied_when_hard_links_are_not_possible(tmp_path, monkeypatch, capsys):
+    import errno
+
+    def no_links(src, dst):
+        raise OSError(errno.EXDEV, "cross-device link")
+
+    tree = DataTree.at(tmp_path / "data")
+    gen = make_inputs(tree, n=20, seed=14, tags=False)
+    monkeypatch.setattr(os, "link", no_links)
+    assert run(tree, "--poster-size", "0", "--levels", "16") == 0
+    assert f"{int(gen.with_thumb.sum()):,} copied" in capsys.readouterr().out
+    k = int(np.flatnonzero(gen.with_thumb)[0])
+    exported = tree.export_thumbnail(gen.ids[k])
+    assert exported.read_bytes() == tree.thumbnail(gen.ids[k]).read_bytes()
+    assert not os.path.samefile(exported, tree.thumbnail(gen.ids[k]))
+
+
+def test_cached_thumbnails_larger_than_256_px_are_shrunk(tmp_path, capsys):
+    tree = DataTree.at(tmp_path / "data")
+    gen = make_inputs(tree, n=10, seed=15, tags=False, thumb_fraction=1.0)
+    for row_id in gen.ids.tolist():
+        Image.new("RGB", (400, 300), (200, 30, 30)).save(tree.thumbnail(row_id), "JPEG")
+    assert run(tree, "--poster-size", "0", "--levels", "16") == 0
+    assert "10 shrunk" in capsys.readouterr().out
+    with Image.open(tree.export_thumbnail(gen.ids[0])) as im:
+        assert im.size == (256, 192)
