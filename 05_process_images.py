@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from collections import Counter
 from pathlib import Path
@@ -25,12 +26,11 @@ import pyarrow as pa
 
 from common import embedding_shards as shards
 from common.cli import UserError, add_overwrite, entrypoint, parser
-from common.clip import DEFAULT_VOCAB, load_clip, read_vocab
-from common.columns import normalize, row_id
+from common.clip import DEFAULT_VOCAB, load_clip, pick_device, read_vocab, resolve_model
 from common.download_embed import ImageSource, embed_images, stack_in_order
 from common.fetch import Fetcher
-from common.files import iter_batches, list_parts
-from common.paths import DataTree, is_row_id
+from common.files import list_parts, read_json
+from common.paths import DataTree
 from common.stats import StepStats
 from common.tags import top_tags, write_tags_csv
 
@@ -88,54 +88,7 @@ def input_parts(tree: DataTree, input_dir: str | None) -> list[Path]:
     return parts
 
 
-def with_ids(table: pa.Table) -> pa.Table:
-    table = normalize(table)
-    if "url" not in table.column_names:
-        raise UserError(f"the input has no URL column (columns: {', '.join(table.column_names)}): "
-                        "it needs one named url, URL, image_url or media_url")
-    urls = table.column("url").to_pylist()
-    ids = table.column("id").to_pylist() if "id" in table.column_names else [None] * len(urls)
-    fixed = [i if isinstance(i, str) and is_row_id(i) else (row_id(u) if u else None) for i, u in zip(ids, urls)]
-    column = pa.array(fixed, pa.string())
-    if "id" in table.column_names:
-        return table.set_column(table.column_names.index("id"), "id", column)
-    return table.add_column(0, "id", column)
-
-
-def iter_shards(parts: list[Path], shard_size: int, limit: int | None):
-    """(shard number, table) in input order; shard n holds rows [n*size, (n+1)*size)."""
-    buf, have, n, left = [], 0, 0, limit if limit else float("inf")
-    for batch in iter_batches(parts):
-        table = normalize(pa.Table.from_batches([batch]))
-        table = table.slice(0, int(min(left, table.num_rows)))
-        left -= table.num_rows
-        buf.append(table)
-        have += table.num_rows
-        while have >= shard_size:
-            whole = pa.concat_tables(buf, promote_options="permissive")
-            yield n, with_ids(whole.slice(0, shard_size))
-            n, buf = n + 1, [whole.slice(shard_size)]
-            have = buf[0].num_rows
-        if left <= 0:
-            break
-    if have:
-        yield n, with_ids(pa.concat_tables(buf, promote_options="permissive"))
-
-
 # ---------------------------------------------------------------------------- one shard
-def shard_done(tree: DataTree, n: int, table: pa.Table, model_meta: dict, overwrite: bool) -> bool:
-    if overwrite or n not in shards.finished_shards(tree):
-        return False
-    meta = shards.shard_meta(tree, n)
-    if (meta.get("model"), meta.get("pretrained")) != (model_meta["model"], model_meta["pretrained"]):
-        raise UserError(f"shard {n:05d} was embedded with {meta.get('model')} ({meta.get('pretrained')}); "
-                        "pass the same --model/--pretrained to resume, or --overwrite to redo everything")
-    if shards.shard_ids(tree, n) != table.column("id").to_pylist():
-        print(f"shard {n:05d} was made from other rows (input, --limit or --shard-size changed): redoing it")
-        return False
-    return True
-
-
 def process_shard(n: int, table: pa.Table, ctx: dict, memo: dict) -> Counter:
     ids, urls = table.column("id").to_pylist(), table.column("url").to_pylist()
     todo = {i: u for i, u in zip(ids, urls) if i and u and i not in memo}
@@ -154,18 +107,33 @@ def process_shard(n: int, table: pa.Table, ctx: dict, memo: dict) -> Counter:
 
 
 # ---------------------------------------------------------------------------- tags and totals
-def write_tags(tree: DataTree, clip, vocab_path: str, k: int) -> dict:
+def vocab_key(vocab_path: str, k: int) -> dict:
     concepts = read_vocab(vocab_path)
+    digest = hashlib.sha1("\n".join(concepts).encode("utf-8")).hexdigest()
+    return {"vocabulary": str(vocab_path), "concepts": len(concepts), "sha1": digest, "k": k}
+
+
+def tags_current(tree: DataTree, key: dict) -> bool:
+    """tags.csv exists and was made from this vocabulary and k (the model is checked per shard)."""
+    stats_path = tree.embeddings / "_stats.json"
+    if not (tree.tags_file.exists() and stats_path.exists()):
+        return False
+    old = read_json(stats_path).get("tags", {})
+    return all(old.get(name) == key[name] for name in ("sha1", "k"))
+
+
+def write_tags(tree: DataTree, clip, key: dict) -> dict:
+    concepts = read_vocab(key["vocabulary"])
     concept_emb = clip.encode_concepts(concepts)
     seen, rows = set(), []
     for table, emb in shards.iter_success(tree):
         keep = [j for j, i in enumerate(table.column("id").to_pylist()) if not (i in seen or seen.add(i))]
         if keep:
             ids = [table.column("id")[j].as_py() for j in keep]
-            rows.extend(top_tags(ids, emb[keep].astype("float32"), concepts, concept_emb, clip.logit_scale, k))
+            rows.extend(top_tags(ids, emb[keep].astype("float32"), concepts, concept_emb, clip.logit_scale, key["k"]))
     edges = write_tags_csv(rows, tree.tags_file)
-    return {"vocabulary": str(vocab_path), "concepts": len(concepts), "k": k, "edges": edges,
-            "images": len(seen), "confidence": "softmax over the vocabulary at the model's logit scale"}
+    return {**key, "edges": edges, "images": len(seen),
+            "confidence": "softmax over the vocabulary of cosine similarity x the model's logit scale"}
 
 
 def totals(tree: DataTree) -> Counter:
@@ -175,38 +143,43 @@ def totals(tree: DataTree) -> Counter:
     return counts
 
 
-@entrypoint
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    check_args(args)
-    tree = DataTree.at(args.data_dir)
-    parts = input_parts(tree, args.input_dir)
-    read_vocab(args.tags_vocab)  # a bad vocabulary fails now, not after hours of downloads
-    clip = load_clip(args.model, args.pretrained, args.device)
-    on_gpu = clip.device.startswith("cuda")
-    batch_size = args.batch_size or (256 if on_gpu else 32)
-    if not on_gpu:
+# ---------------------------------------------------------------------------- the run
+def make_fetcher(args, clip) -> Fetcher:
+    allow = True if args.allow_private_hosts == [] else (args.allow_private_hosts or False)
+    return Fetcher(timeout=args.timeout, retries=args.retries, respect_noai=args.respect_noai,
+                   allow_private_hosts=allow, max_bytes=int(args.max_mb * 1e6), max_pixels=args.max_pixels,
+                   per_host=args.per_host, draft_size=max(args.thumb_size, clip.input_size),
+                   keep_bytes=args.keep_images, pool_size=args.workers)
+
+
+def plan(args, tree: DataTree, parts: list[Path], meta: dict, stats: StepStats) -> tuple[list[int], list[int]]:
+    """(shards to do, finished shards skipped), without loading the model."""
+    todo, skipped = [], []
+    for n, table in shards.iter_input_shards(parts, args.shard_size, args.limit):
+        stats.rows_in += table.num_rows
+        (skipped if shards.shard_done(tree, n, table, meta, args.overwrite) else todo).append(n)
+    return todo, skipped
+
+
+def run_shards(args, tree: DataTree, parts: list[Path], todo: list[int], clip) -> Counter:
+    if not clip.device.startswith("cuda"):
         print("CLIP runs on the CPU: expect a few images per second for ViT-L/14 (a CUDA GPU is ~100x faster)")
-    fetcher = Fetcher(timeout=args.timeout, retries=args.retries, respect_noai=args.respect_noai,
-                      allow_private_hosts=True if args.allow_private_hosts == [] else (args.allow_private_hosts or False),
-                      max_bytes=int(args.max_mb * 1e6), max_pixels=args.max_pixels, per_host=args.per_host,
-                      draft_size=max(args.thumb_size, clip.input_size), keep_bytes=args.keep_images,
-                      pool_size=args.workers)
-    ctx = {"tree": tree, "clip": clip, "workers": args.workers, "batch_size": batch_size,
+    fetcher = make_fetcher(args, clip)
+    ctx = {"tree": tree, "clip": clip, "workers": args.workers,
+           "batch_size": args.batch_size or (256 if clip.device.startswith("cuda") else 32),
            "meta": {"model": clip.name, "pretrained": clip.pretrained, "dim": clip.dim},
            "source": ImageSource(tree, fetcher, args.thumb_size, clip.input_size, args.keep_images)}
-    stats, run, memo, skipped = StepStats("05_process_images"), Counter(), {}, []
-    for n, table in iter_shards(parts, args.shard_size, args.limit):
-        stats.rows_in += table.num_rows
-        if shard_done(tree, n, table, ctx["meta"], args.overwrite):
-            skipped.append(n)
-            continue
-        run.update(process_shard(n, table, ctx, memo))
-    fetcher.close()
-    if skipped:
-        print(f"skipped {len(skipped):,} finished shard(s) ({', '.join(f'{n:05d}' for n in skipped[:10])}"
-              f"{', ...' if len(skipped) > 10 else ''}); --overwrite redoes them")
-    tags = write_tags(tree, clip, args.tags_vocab, args.tags_k)
+    run, memo, wanted = Counter(), {}, set(todo)
+    try:
+        for n, table in shards.iter_input_shards(parts, args.shard_size, args.limit):
+            if n in wanted:
+                run.update(process_shard(n, table, ctx, memo))
+    finally:
+        fetcher.close()
+    return run
+
+
+def finish(args, tree: DataTree, stats: StepStats, clip, run: Counter, skipped: list[int], tags: dict) -> int:
     status = totals(tree)
     stats.rows_out = status.get(SUCCESS, 0)
     for reason, count in status.items():
@@ -225,6 +198,28 @@ def main(argv=None) -> int:
         print("no image could be embedded: see the status counts above and index-*.parquet", file=sys.stderr)
         return 1
     return 0
+
+
+@entrypoint
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    check_args(args)
+    tree = DataTree.at(args.data_dir)
+    parts = input_parts(tree, args.input_dir)
+    key = vocab_key(args.tags_vocab, args.tags_k)  # a bad vocabulary fails now, not after hours of downloads
+    name, pretrained = resolve_model(args.model, args.pretrained)
+    pick_device(args.device)
+    stats = StepStats("05_process_images")
+    todo, skipped = plan(args, tree, parts, {"model": name, "pretrained": pretrained}, stats)
+    if skipped:
+        print(f"skipped {len(skipped):,} finished shard(s) ({', '.join(f'{n:05d}' for n in skipped[:10])}"
+              f"{', ...' if len(skipped) > 10 else ''}); --overwrite redoes them")
+    if not todo and tags_current(tree, key):
+        print(f"nothing to do: all {len(skipped):,} shards finished and {tree.tags_file} is current")
+        return 0
+    clip = load_clip(name, pretrained, args.device)
+    run = run_shards(args, tree, parts, todo, clip)
+    return finish(args, tree, stats, clip, run, skipped, write_tags(tree, clip, key))
 
 
 if __name__ == "__main__":

@@ -113,14 +113,16 @@ def needs_quick_gelu(model: str, pretrained: str | None) -> bool:
 
 
 def pick_device(device: str = "auto") -> str:
+    if device == "cpu":
+        return device
+    if device != "auto" and not device.startswith("cuda"):
+        raise UserError(f"unknown device {device!r}: use auto, cpu or cuda")
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but no CUDA GPU is visible: use --device cpu (slow) or auto")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise UserError(f"unknown device {device!r}: use auto, cpu or cuda")
     return device
 
 

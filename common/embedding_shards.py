@@ -1,4 +1,5 @@
-"""Step 05's shard files: `index-NNNNN.parquet` (every row, with status) + `embeddings-NNNNN.npy`.
+"""Step 05's shards: the input cut into numbered slices, and per slice `index-NNNNN.parquet`
+(every row, with status) + `embeddings-NNNNN.npy`.
 
 The rows of an index whose `status` is "success", in order, are the rows of the npy with the
 same number. The index is written after the npy, so a shard is finished when its index exists.
@@ -17,14 +18,52 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from common.files import atomic_path
-from common.paths import DataTree
+from common.cli import UserError
+from common.columns import normalize, row_id
+from common.files import atomic_path, iter_batches
+from common.paths import DataTree, is_row_id
 
 SUCCESS = "success"
 _META_KEY = b"city_identity_explorer"
 _INDEX_RE = re.compile(r"^index-(\d{5})\.parquet$")
 
 
+# ---------------------------------------------------------------------------- input side
+def with_ids(table: pa.Table) -> pa.Table:
+    table = normalize(table)
+    if "url" not in table.column_names:
+        raise UserError(f"the input has no URL column (columns: {', '.join(table.column_names)}): "
+                        "it needs one named url, URL, image_url or media_url")
+    urls = table.column("url").to_pylist()
+    ids = table.column("id").to_pylist() if "id" in table.column_names else [None] * len(urls)
+    fixed = [i if isinstance(i, str) and is_row_id(i) else (row_id(u) if u else None) for i, u in zip(ids, urls)]
+    column = pa.array(fixed, pa.string())
+    if "id" in table.column_names:
+        return table.set_column(table.column_names.index("id"), "id", column)
+    return table.add_column(0, "id", column)
+
+
+def iter_input_shards(parts: list[Path], shard_size: int, limit: int | None):
+    """(shard number, table) in input order; shard n holds rows [n*size, (n+1)*size)."""
+    buf, have, n, left = [], 0, 0, limit if limit else float("inf")
+    for batch in iter_batches(parts):
+        table = normalize(pa.Table.from_batches([batch]))
+        table = table.slice(0, int(min(left, table.num_rows)))
+        left -= table.num_rows
+        buf.append(table)
+        have += table.num_rows
+        while have >= shard_size:
+            whole = pa.concat_tables(buf, promote_options="permissive")
+            yield n, with_ids(whole.slice(0, shard_size))
+            n, buf = n + 1, [whole.slice(shard_size)]
+            have = buf[0].num_rows
+        if left <= 0:
+            break
+    if have:
+        yield n, with_ids(pa.concat_tables(buf, promote_options="permissive"))
+
+
+# ---------------------------------------------------------------------------- output side
 def finished_shards(tree: DataTree) -> list[int]:
     folder = tree.embeddings
     if not folder.is_dir():
@@ -40,6 +79,19 @@ def shard_meta(tree: DataTree, n: int) -> dict:
 
 def shard_ids(tree: DataTree, n: int) -> list[str]:
     return pq.read_table(tree.index_file(n), columns=["id"]).column("id").to_pylist()
+
+
+def shard_done(tree: DataTree, n: int, table: pa.Table, model_meta: dict, overwrite: bool) -> bool:
+    if overwrite or not (tree.index_file(n).exists() and tree.embeddings_file(n).exists()):
+        return False
+    meta = shard_meta(tree, n)
+    if (meta.get("model"), meta.get("pretrained")) != (model_meta["model"], model_meta["pretrained"]):
+        raise UserError(f"shard {n:05d} was embedded with {meta.get('model')} ({meta.get('pretrained')}); "
+                        "pass the same --model/--pretrained to resume, or --overwrite to redo everything")
+    if shard_ids(tree, n) != table.column("id").to_pylist():
+        print(f"shard {n:05d} was made from other rows (input, --limit or --shard-size changed): redoing it")
+        return False
+    return True
 
 
 def write_shard(tree: DataTree, n: int, index: pa.Table, embeddings: np.ndarray, meta: dict) -> None:

@@ -1,13 +1,17 @@
-"""A tiny CLIP architecture for the tests: the real open_clip code paths, milliseconds per batch.
+"""Small CLIP stand-ins for the tests.
 
-`register()` adds `tiny-test` (GELU) and `tiny-test-quickgelu` to open_clip's model registry;
-`checkpoint_files()` builds a seeded random checkpoint in open_clip's Hub format.
+`register()` adds `tiny-test` (GELU) and `tiny-test-quickgelu` to open_clip's model registry: the
+real open_clip code paths, milliseconds per batch. `checkpoint_files()` builds a seeded random
+checkpoint in open_clip's Hub format. `ColourClip` is a hand-built model whose two towers agree
+(an image and a colour name both embed as their RGB direction), with no torch at all.
 """
 from __future__ import annotations
 
 import json
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 TINY = "tiny-test"
 TINY_CFG = {
@@ -42,3 +46,25 @@ def checkpoint_files(seed: int = 7) -> tuple[dict[str, bytes], object]:
     config = {"model_cfg": TINY_CFG, "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}}
     weights = save({k: v.contiguous() for k, v in model.state_dict().items()})
     return {"open_clip_config.json": json.dumps(config).encode(), "open_clip_model.safetensors": weights}, model
+
+
+class ColourClip:
+    """The `common.clip.Clip` interface step 05 uses, in numpy: embeddings are centred mean RGB."""
+
+    pretrained, dim, input_size, logit_scale, device = "none", 3, 16, 100.0, "cpu"
+
+    def __init__(self, name: str = "colour-test", colours: dict | None = None):
+        from sample.images import COLOURS
+
+        self.name, self.colours = name, colours or COLOURS
+
+    @staticmethod
+    def _unit(rgb) -> np.ndarray:
+        v = np.asarray(rgb, np.float32) - 128.0
+        return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        return self._unit(pixels.reshape(len(pixels), -1, 3).mean(axis=1))
+
+    def encode_concepts(self, concepts) -> np.ndarray:
+        return self._unit([self.colours[c] for c in concepts])
