@@ -108,7 +108,7 @@ def test_content_decides_not_content_type(image_server):
 
 def test_per_host_cap_bounds_requests_in_flight(image_server):
     image_server.hold_seconds = 0.15
-    f = fetcher(per_host=2)
+    f = fetcher(per_host=2, timeout=10)  # no client timeout: a retry would overlap the abandoned request
     with cf.ThreadPoolExecutor(8) as pool:
         results = list(pool.map(f.fetch, [image_server.url(f"/hold/{i}") for i in range(8)]))
     assert all(r.ok for r in results)
