@@ -37,7 +37,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.export_fixture import make_export, write_thumbnails  # noqa: E402
+from tests.export_fixture import copy_viewer, make_export, write_thumbnails  # noqa: E402
 from tests.web_server import LoopbackServer  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
@@ -96,6 +96,7 @@ def build_export(rows: int, out: Path, regenerate: bool) -> tuple[Path, Path]:
               f"({int(tile.sum()):,} thumbnail files, hard links to 16 images)")
     else:
         print(f"reusing the {rows:,}-row export in {folder}")
+        copy_viewer(folder)  # the viewer under test is always the current web/
     (folder / "eager.html").write_text(EAGER_HTML)
     (folder / "eager.js").write_text(EAGER_JS)
     # The compact variant: same files through symlinks, manifest without thumbnail names.

@@ -36,8 +36,11 @@ class Viewer {
       new ResizeObserver(() => this.resize()).observe(this.canvas);
       attachInput(this);
       // First paint needs only the coarsest grid and its sheets; the next level loads meanwhile.
-      await this.store.whenGrid(this.store.levels[0]);
-      if (this.store.levels[1]) this.store.grid(this.store.levels[1]);
+      // The coarsest level has a handful of sheets: fetch them alongside its grid.
+      const first = this.store.levels[0];
+      const sheets = this.store.manifest.sprites[String(first)]?.sheets || [];
+      if (sheets.length <= 8) sheets.forEach((_, n) => this.store.sheet(first, n));
+      await this.store.whenGrid(first);
       this.state.ready = true;
       this.requestDraw();
     } catch (err) {
@@ -78,6 +81,9 @@ class Viewer {
     if (stats.cellsDrawn && this.state.firstPaintMs === null) this.state.firstPaintMs = now;
     if (stats.imagesDrawn && stats.drawnLevels.length === 1 && this.state.spritesPaintMs === null) {
       this.state.spritesPaintMs = now;
+      // The first view is complete: now fetch the next level so the first zoom finds it ready.
+      const next = this.store.levels[1];
+      if (next) this.store.grid(next);
     }
     Object.assign(this.state, stats, {
       frames: this.state.frames + 1, scale: this.camera.scale, labelsDrawn: this.renderer.labelsDrawn,

@@ -54,6 +54,8 @@ export class Store {
       throw new Error('manifest.json: row_tiles.n must divide every grid level');
     }
     for (const L of levels) this.url(m.grids[String(L)]);  // refuse bad paths before any request
+    // The file list is for archiving tools, not the map; with a million thumbnails it is most of the heap.
+    delete m.files;
     this.levels = levels;
     this.tilesN = n;
     this.manifest = m;
