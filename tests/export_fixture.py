@@ -199,13 +199,15 @@ def copy_viewer(folder: Path) -> list[str]:
 def make_export(folder: Path, rows: int = 400, seed: int = 0, clusters: int = 4, spread: float = 0.06,
                 special: dict | None = None,
                 thumbs: str | np.ndarray = "all", thumb_files: np.ndarray | None = None, shared_thumbs: int | None = None,
-                thumb_px: int = 256, title: str = "Test city", manifest_overrides: dict | None = None) -> Export:
+                thumb_px: int = 256, title: str = "Test city", list_thumbnails: bool = False,
+                manifest_overrides: dict | None = None) -> Export:
     """Write a complete export under `folder`.
 
     special: {row number: {"caption"|"url"|"domain"|"category"|"x"|"y": value}} overrides generated rows.
     thumbs: "all", "none", or a boolean mask of the rows that have a thumbnail (as step 07 sees it).
     thumb_files: a mask of the rows whose thumbnail file is actually written (default: all of `thumbs`);
-    the manifest's file list names every thumbnail either way. shared_thumbs: see write_thumbnails.
+    shared_thumbs: see write_thumbnails. list_thumbnails: name every thumbnail in the manifest's file
+    list (step 07 leaves them out: at a million rows the names alone are ~35 MB).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -230,7 +232,8 @@ def make_export(folder: Path, rows: int = 400, seed: int = 0, clusters: int = 4,
     files += _write_row_tiles(folder, exp)
     written = has if thumb_files is None else has & np.asarray(thumb_files, bool)
     write_thumbnails(folder, exp, np.flatnonzero(written).tolist(), thumb_px, shared_thumbs)
-    files += [f"images/256/{exp.ids[r]}.jpg" for r in np.flatnonzero(has).tolist()]
+    if list_thumbnails:
+        files += [f"images/256/{exp.ids[r]}.jpg" for r in np.flatnonzero(has).tolist()]
     files += copy_viewer(folder)
     names = {c: f"{WORDS[c % len(WORDS)]} cluster {c}" for c in range(clusters)}
     cl_list = []

@@ -365,3 +365,37 @@ def test_missing_manifest_is_one_readable_error(tmp_path, browser, web_server): 
         assert p.page_errors == []
     finally:
         p.context.close()
+
+
+# ------------------------------------------------------------------------------------------------ with step 07
+def test_viewer_opens_what_step_07_exports(tmp_path, browser, web_server):  # noqa: F811
+    """End to end: step 07's own export (not the synthetic one) draws, hovers and opens a gallery."""
+    import json
+
+    from common.paths import DataTree
+    from tests.conftest import load_step
+    from tests.test_07_helpers import make_inputs
+
+    tree = DataTree.at(tmp_path / "data")
+    make_inputs(tree, n=300, seed=3)
+    step = load_step("07_export_for_web")
+    assert step.main(["--data-dir", str(tree.root), "--poster-size", "600", "--no-download-missing", "--no-gephi"]) == 0
+    cells = json.loads(tree.grid_file(64).read_text())["cells"]
+    p = Page(browser, web_server(tree.export))
+    try:
+        p.open()
+        s = p.state()
+        assert s["cellsDrawn"] == len(cells)
+        assert s["imagesDrawn"] == sum(1 for c in cells if c[8] >= 0)
+        best = max(cells, key=lambda c: c[2])
+        p.page.mouse.move(*p.cell_point(64, best[0], best[1]))
+        p.page.locator("#tooltip").wait_for(state="visible")
+        assert p.page.locator("#tooltip .caption").text_content() == best[4]
+        p.page.mouse.click(*p.cell_point(64, best[0], best[1]))
+        p.page.locator("#gallery figcaption").first.wait_for()
+        assert p.page.locator("#gallery figcaption").count() == best[2]
+        # Rows without a thumbnail are 404s by design (the row tiles do not say which have one).
+        p.console_errors = [e for e in p.console_errors if "404" not in e]
+        p.assert_clean()
+    finally:
+        p.context.close()

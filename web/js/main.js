@@ -22,12 +22,20 @@ class Viewer {
     this.hover = null;
     this.selection = null;
     this.pending = false;
+    this.started = false;
     this.state = { ready: false, error: null, frames: 0, firstPaintMs: null, spritesPaintMs: null, exports: 0 };
   }
 
   async start() {
+    performance.mark('viewer:start');
     try {
       const manifest = await this.store.loadManifest();
+      // First paint needs only the coarsest grid and its few sheets: ask for them before
+      // setting up the page, so the requests overlap with that work.
+      const first = this.store.levels[0];
+      const gridReady = this.store.whenGrid(first);
+      const sheets = manifest.sprites[String(first)]?.sheets || [];
+      if (sheets.length <= 8) sheets.forEach((_, n) => this.store.sheet(first, n));
       this.panels.setTitle(manifest.title);
       this.panels.fillFilters(manifest, (filters) => { this.filters = filters; this.requestDraw(); });
       document.getElementById('search').addEventListener('input', debounce((e) => this.search.set(e.target.value), 200));
@@ -35,12 +43,8 @@ class Viewer {
       this.fit();
       new ResizeObserver(() => this.resize()).observe(this.canvas);
       attachInput(this);
-      // First paint needs only the coarsest grid and its sheets; the next level loads meanwhile.
-      // The coarsest level has a handful of sheets: fetch them alongside its grid.
-      const first = this.store.levels[0];
-      const sheets = this.store.manifest.sprites[String(first)]?.sheets || [];
-      if (sheets.length <= 8) sheets.forEach((_, n) => this.store.sheet(first, n));
-      await this.store.whenGrid(first);
+      this.started = true;
+      await gridReady;
       this.state.ready = true;
       this.requestDraw();
     } catch (err) {
@@ -68,7 +72,7 @@ class Viewer {
   }
 
   requestDraw() {
-    if (this.pending || !this.store.manifest) return;
+    if (this.pending || !this.started) return;
     this.pending = true;
     requestAnimationFrame(() => { this.pending = false; this.frame(); });
   }
@@ -78,7 +82,11 @@ class Viewer {
     const stats = this.renderer.draw();
     const now = performance.now();
     stats.drawMs = now - start;
-    if (stats.cellsDrawn && this.state.firstPaintMs === null) this.state.firstPaintMs = now;
+    if (stats.cellsDrawn && this.state.firstPaintMs === null) {
+      this.state.firstPaintMs = now;
+      this.state.firstFrameMs = stats.drawMs;
+      performance.mark('viewer:first-paint');
+    }
     if (stats.imagesDrawn && stats.drawnLevels.length === 1 && this.state.spritesPaintMs === null) {
       this.state.spritesPaintMs = now;
       // The first view is complete: now fetch the next level so the first zoom finds it ready.

@@ -46,6 +46,7 @@ export class Store {
 
   async loadManifest() {
     const m = await this.fetchJson('manifest.json');
+    performance.mark('viewer:manifest');
     if (m.version !== 1) throw new Error(`manifest.json has version ${m.version}; this viewer reads version 1`);
     const levels = (m.levels || []).map(Number).filter((L) => Number.isInteger(L) && L > 0).sort((a, b) => a - b);
     if (!levels.length) throw new Error('manifest.json lists no grid levels');
@@ -69,7 +70,9 @@ export class Store {
     if (!this.gridRequests.has(level)) {
       const request = this.fetchJson(this.manifest.grids[String(level)])
         .then((json) => {
+          performance.mark(`viewer:grid-${level}-fetched`);
           const grid = new Grid(level, json, this.manifest.sprites[String(level)]);
+          performance.mark(`viewer:grid-${level}-built`);
           this.grids.set(level, grid);
           for (const listener of this.gridListeners) listener(grid);
           this.onChange();
