@@ -25,7 +25,7 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from common import clusters, layout, network_layout
+from common import clusters, concept_vectors, layout, network_layout
 from common.cli import UserError, add_overwrite, entrypoint, parser
 from common.embedding_matrix import load_embedded, model_of, shard_numbers
 from common.files import read_json, write_parquet
@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(p, "cluster-sample", type=int, default=50_000,
         help="cluster a random sample of this many points, then give each other point its nearest sampled "
              "neighbour's cluster (scikit-learn's HDBSCAN is quadratic) (default: 50,000)")
-    add(p, "vocab", default=None, help="concepts for cluster names, one per line (default: the tag vocabulary shipped with step 05)")
+    add(p, "vocab", default=None,
+        help="concepts for cluster names, one per line (default: the vocabulary step 05 tagged with)")
     add(p, "label-concepts", type=int, default=3, help="concepts kept per cluster, with scores (default: 3)")
     add(p, "label-terms", type=int, default=3, help="distinctive caption words kept per cluster, with scores (default: 3)")
     add(p, "no-concepts", action="store_true", help="name clusters by caption words only (no CLIP text model is loaded)")
@@ -134,12 +135,14 @@ def encode_concepts(model: str, pretrained: str, concepts: list[str], device: st
 def concept_table(tree: DataTree, a, dim: int) -> tuple[list[str] | None, np.ndarray | None]:
     if a.no_concepts or a.label_concepts <= 0:
         return None, None
-    from common.clip import DEFAULT_VOCAB, read_vocab
+    from common.clip import TEMPLATES, read_vocab
 
-    concepts = read_vocab(a.vocab or DEFAULT_VOCAB)
+    concepts = read_vocab(a.vocab or concept_vectors.default_vocab(tree))
     model, pretrained = model_of(tree)
-    print(f"naming clusters with {len(concepts):,} concepts embedded by {model} ({pretrained})")
-    vectors = encode_concepts(model, pretrained, concepts, a.device)
+    vectors, cached = concept_vectors.concept_vectors(
+        tree, model, pretrained, concepts, lambda: encode_concepts(model, pretrained, concepts, a.device), TEMPLATES)
+    print(f"naming clusters with {len(concepts):,} concepts embedded by {model} ({pretrained})"
+          + (", read from the cache" if cached else ""))
     if vectors.shape != (len(concepts), dim):
         raise UserError(f"the text model gives {vectors.shape[1]}-wide vectors but the images are {dim}-wide: "
                         "step 05's _stats.json names another model; re-run step 05, or pass --no-concepts")

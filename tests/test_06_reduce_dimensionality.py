@@ -286,3 +286,30 @@ def test_network_layout_without_tags_csv_says_what_to_do(tmp_path, capsys):
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"error: {DataTree.at(tmp_path).tags_file} not found: --layout network needs step 05's tags "
         "(run 05_process_images.py with tagging on), or use --layout umap")
+
+
+def test_concept_vectors_are_computed_once_per_model_and_vocabulary(tmp_path, fake_text_model):
+    x, truth = clustered_vectors(per_cluster=1)
+    write_step05(tmp_path, x[:2], captions_for(truth[:2]))
+    vocab = write_vocab(tmp_path / "vocab.txt")
+    argv = ["--data-dir", str(tmp_path), "--vocab", str(vocab)]
+    assert run(argv)[0] == 0
+    code, out, _ = run(argv + ["--dist", "0.2", "--overwrite"])
+    assert code == 0 and ", read from the cache" in out
+    assert fake_text_model == [("ViT-B-32", "none", CONCEPTS)]
+    write_vocab(vocab).write_text("harbour\nsnow\n")
+    code, out, _ = run(argv + ["--overwrite"])
+    assert code == 0 and "read from the cache" not in out
+    assert [c[2] for c in fake_text_model] == [CONCEPTS, ["harbour", "snow"]]
+
+
+def test_default_vocabulary_is_the_one_step_05_tagged_with(tmp_path, fake_text_model):
+    x, truth = clustered_vectors(per_cluster=1)
+    write_step05(tmp_path, x[:2], captions_for(truth[:2]))
+    vocab = tmp_path / "tags.txt"
+    vocab.write_text("bridge\nnight\n")
+    path = stats_file(DataTree.at(tmp_path).embeddings)
+    path.write_text(json.dumps({"model": "ViT-B-32", "pretrained": None, "tags": {"vocabulary": str(vocab)}}))
+    code, out, _ = run(["--data-dir", str(tmp_path)])
+    assert code == 0 and "naming clusters with 2 concepts embedded by ViT-B-32 (none)" in out
+    assert fake_text_model == [("ViT-B-32", "none", ["bridge", "night"])]
