@@ -18,7 +18,6 @@ Example:
 """
 from __future__ import annotations
 
-import re
 import shutil
 import sys
 import threading
@@ -30,15 +29,14 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from tqdm import tqdm
 
 from common import hub
-from common.caption_filter import CaptionMatcher
+from common.caption_filter import CaptionMatcher, build_matcher
 from common.cli import UserError, add_overwrite, entrypoint, parser
 from common.files import list_parts
-from common.match import MODES, compile_keywords
-from common.metadata_parts import PartWriter, output_schema, output_table, read_part_info, rename_for_output
+from common.match import compile_keywords
+from common.metadata_parts import PartWriter, output_schema, output_table, read_part_info, rename_for_output, sum_parts
 from common.paths import DataTree, stats_file
 from common.sources import SourceError, SourceFile, expand_local, pick_columns, read_matches, source_schema
 from common.stats import StepStats
@@ -97,21 +95,6 @@ class FileReport:
         return {"signature": signature, "source_file": self.source.name, "rows_scanned": self.rows_scanned,
                 "matched": dict(self.matched), "no_url": self.no_url, "rows_written": self.rows_written,
                 "bytes_downloaded": self.bytes_downloaded}
-
-
-def keyword_matcher(args) -> CaptionMatcher:
-    if args.match not in MODES:
-        raise UserError(f"unknown --match {args.match!r}: choose one of {', '.join(MODES)}")
-    try:
-        patterns = compile_keywords(args.keywords, args.match, args.case_sensitive)
-        for p in patterns:  # RE2 refuses some Python-valid patterns (look-arounds): say so now
-            pc.match_substring_regex(pa.array([""]), p.re2)
-    except (re.error, pa.ArrowInvalid) as e:
-        raise UserError(f"--keywords is not a valid regular expression ({str(e).splitlines()[0]}): "
-                        "fix it or use --match word") from None
-    if not patterns:
-        raise UserError("--keywords are all blank: give at least one word, e.g. --keywords Madrid")
-    return CaptionMatcher(patterns, args.match, args.case_sensitive)
 
 
 def plan_sources(args, job: Job) -> tuple[list[SourceFile], str]:
@@ -222,24 +205,8 @@ def run_files(pending: list[SourceFile], job: Job) -> list[FileReport]:
 
 
 # ---------------------------------------------------------------------------- totals
-def totals(job: Job) -> dict:
-    """Counts over every finished part made with these settings (this run's and earlier runs')."""
-    t = {"files_done": 0, "rows_scanned": 0, "rows_written": 0, "no_url": 0, "bytes_downloaded": 0,
-         "matched_per_keyword": Counter({k: 0 for k in job.matcher.keywords})}
-    for part in list_parts(job.tree.metadata):
-        info = read_part_info(part) or {}
-        if info.get("signature") != job.signature:
-            continue
-        t["files_done"] += 1
-        for key in ("rows_scanned", "rows_written", "no_url", "bytes_downloaded"):
-            t[key] += info.get(key, 0)
-        t["matched_per_keyword"].update(info.get("matched", {}))
-    t["matched_per_keyword"] = dict(t["matched_per_keyword"])
-    return t
-
-
 def write_stats(stats: StepStats, job: Job, args, where: str, reports: list[FileReport], skipped: int) -> None:
-    t = totals(job)
+    t = sum_parts(job.tree.metadata, job.signature, job.matcher.keywords)
     failed = [{"file": r.source.name, "reason": r.failed} for r in reports if r.failed]
     if t["rows_written"] == 0:
         if t["files_done"] == 0 and failed:
@@ -261,7 +228,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     stats = StepStats(STEP)
     tree = DataTree.at(args.data_dir)
-    matcher = keyword_matcher(args)
+    matcher = build_matcher(args.keywords, args.match, args.case_sensitive)
     signature = {"keywords": matcher.keywords, "match": args.match, "case_sensitive": args.case_sensitive}
     job = Job(tree, matcher, signature, args.url_column, args.caption_column,
               keep_downloads=args.keep_downloads, workers=args.workers)

@@ -19,11 +19,14 @@ correct, only slower.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from common.match import KeywordPattern
+from common.cli import UserError
+from common.match import MODES, KeywordPattern, compile_keywords
 
 MIN_NEEDLE = 3
 _UNSAFE_FOLD = set("iIkKsS")  # ASCII letters with a non-ASCII case-insensitive equivalent
@@ -126,3 +129,19 @@ def _as_plain_strings(captions) -> pa.Array:
     if not (pa.types.is_string(captions.type) or pa.types.is_large_string(captions.type)):
         captions = captions.cast(pa.large_string())
     return captions
+
+
+def build_matcher(keywords: list[str], mode: str = "word", case_sensitive: bool = False) -> CaptionMatcher:
+    """A matcher for command-line keywords; a UserError for an unknown mode or a bad pattern."""
+    if mode not in MODES:
+        raise UserError(f"unknown --match {mode!r}: choose one of {', '.join(MODES)}")
+    try:
+        patterns = compile_keywords(keywords, mode, case_sensitive)
+        for p in patterns:  # RE2 refuses some Python-valid patterns (look-arounds): say so now
+            pc.match_substring_regex(pa.array([""]), p.re2)
+    except (re.error, pa.ArrowInvalid) as e:
+        raise UserError(f"--keywords is not a valid regular expression ({str(e).splitlines()[0]}): "
+                        "fix it or use --match word") from None
+    if not patterns:
+        raise UserError("--keywords are all blank: give at least one word, e.g. --keywords Madrid")
+    return CaptionMatcher(patterns, mode, case_sensitive)

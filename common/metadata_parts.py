@@ -9,6 +9,7 @@ other settings, and `_stats.json` can be rebuilt from the parts alone after any 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from common.columns import ALIASES, find_column, row_ids
-from common.files import atomic_path
+from common.files import atomic_path, list_parts
 
 INFO_KEY = b"city_identity_explorer.step01"
 ADDED_COLUMNS = ("id", "source_file", "matched_keyword")
@@ -92,3 +93,19 @@ def read_part_info(path: Path) -> dict | None:
     meta = pq.read_metadata(path).metadata or {}
     raw = meta.get(INFO_KEY)
     return json.loads(raw) if raw else None
+
+
+def sum_parts(folder: Path, signature: dict, keywords: list[str]) -> dict:
+    """Counts over every finished part made with these settings (this run's and earlier runs')."""
+    t = {"files_done": 0, "rows_scanned": 0, "rows_written": 0, "no_url": 0, "bytes_downloaded": 0}
+    matched = Counter({k: 0 for k in keywords})
+    for part in list_parts(folder):
+        info = read_part_info(part) or {}
+        if info.get("signature") != signature:
+            continue
+        t["files_done"] += 1
+        for key in ("rows_scanned", "rows_written", "no_url", "bytes_downloaded"):
+            t[key] += info.get(key, 0)
+        matched.update(info.get("matched", {}))
+    t["matched_per_keyword"] = dict(matched)
+    return t

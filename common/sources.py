@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import glob
 import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -24,7 +26,8 @@ from common.columns import find_column
 
 PARQUET_SUFFIXES = (".parquet",)
 CSV_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
-BATCH_ROWS = 500_000  # rows per read: bounds memory whatever the file's size
+BATCH_ROWS = 100_000  # rows per read (whole row groups): bounds memory whatever the file's size
+READ_AHEAD = 2  # batches of one file in flight at once
 CSV_BLOCK_BYTES = 16 << 20
 
 
@@ -131,21 +134,34 @@ def _row_group_runs(pf: pq.ParquetFile, batch_rows: int) -> Iterator[list[int]]:
 def _parquet_batches(path, name, matcher, url_column, caption_column, batch_rows) -> Iterator[Batch]:
     try:
         pf = pq.ParquetFile(path)
-        names = pf.schema_arrow.names
-        _, caption = pick_columns(names, name, url_column, caption_column)
-        for groups in _row_group_runs(pf, batch_rows):
-            captions = pf.read_row_groups(groups, columns=[caption], use_threads=True)[caption]
-            rows, which = matcher.match(captions)
-            if len(rows) == 0:
-                yield Batch(len(captions))
-                continue
-            others = [n for n in names if n != caption]
-            rest = pf.read_row_groups(groups, columns=others, use_threads=True) if others else None
-            yield Batch(len(captions), _assemble(names, caption, captions, rest).take(pa.array(rows)), which)
+        _, caption = pick_columns(pf.schema_arrow.names, name, url_column, caption_column)
+        runs = list(_row_group_runs(pf, batch_rows))
+        # READ_AHEAD batches are read and matched at once (parquet decoding, numpy and RE2 all
+        # release the GIL), so both cores work even on a single file; results stay in file order
+        with ThreadPoolExecutor(max_workers=READ_AHEAD, thread_name_prefix="01-read") as pool:
+            pending: deque = deque()
+            for groups in runs:
+                pending.append(pool.submit(_read_batch, path, pf.metadata, groups, caption, matcher))
+                if len(pending) >= READ_AHEAD:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
     except (pa.ArrowException, OSError) as e:
         if isinstance(e, OSError) and not isinstance(e, pa.ArrowException) and e.errno is not None:
             raise  # a real I/O error (disk, permissions), not a malformed file
         raise SourceError(_reason(e)) from None
+
+
+def _read_batch(path, metadata, groups: list[int], caption: str, matcher: CaptionMatcher) -> Batch:
+    pf = pq.ParquetFile(path, metadata=metadata)  # one reader per thread: readers are not shared
+    captions = pf.read_row_groups(groups, columns=[caption], use_threads=True)[caption]
+    rows, which = matcher.match(captions)
+    if len(rows) == 0:
+        return Batch(len(captions))
+    names = pf.schema_arrow.names
+    others = [n for n in names if n != caption]
+    rest = pf.read_row_groups(groups, columns=others, use_threads=True) if others else None
+    return Batch(len(captions), _assemble(names, caption, captions, rest).take(pa.array(rows)), which)
 
 
 def _assemble(names, caption, captions, rest) -> pa.Table:
