@@ -203,3 +203,20 @@ def test_forgetting_rare_tokens_keeps_counts_within_the_bound(monkeypatch):
         counter.add(pa.array(caps[i:i + 4], pa.string()))
     assert counter.vocab_error > 0 and len(counter.tokens) <= 64
     assert_within_bound(counter, reference_counts(caps))
+
+
+def test_tokens_are_unicode_words_of_two_or_more_characters_within_one_caption():
+    from common.text import tokenize_array
+
+    caps = pa.array(["Café_x, «Madrid-Barajas» 2019!", None, "a b", "東京タワー ПРИВЕТ мир नमस्ते", "ab", "cd"])
+    tokens, docs = tokenize_array(caps)
+    assert tokens.to_pylist() == ["café_x", "madrid", "barajas", "2019", "東京タワー", "привет", "мир", "नमस्ते",
+                                  "ab", "cd"]
+    assert docs.tolist() == [0, 0, 0, 0, 3, 3, 3, 3, 4, 5]  # "ab" and "cd" stay two captions' tokens
+
+
+@pytest.mark.parametrize("label, code", [("pt-BR", "pt"), ("iw", "he"), ("ES", "es"), ("zz", None), (None, None)])
+def test_language_labels_map_to_shipped_stop_word_lists(label, code):
+    from common.text import language_code
+
+    assert language_code(label) == code
