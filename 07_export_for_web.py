@@ -127,20 +127,19 @@ def thumbnails(args, tree: DataTree, rows) -> dict:
 
 
 def write_sprites(args, tree: DataTree, rows, levels: dict) -> tuple[dict, list[str]]:
-    meta, files, cache = {}, [], {}
-    for size in sorted(levels, reverse=True):  # finest first: coarser levels reuse its tiles
-        level = levels[size]
+    meta, jobs = {}, []
+    for size, level in levels.items():
         with_sprite = np.flatnonzero(level.sprite >= 0)
         ids = rows.ids[level.rep[with_sprite[np.argsort(level.sprite[with_sprite])]]].tolist()
-        names, unreadable = sprites.write_sheets(size, ids, tree.export_thumbnail, tree.sprites_dir,
-                                                 args.sprite_tile, sprites.COLUMNS, cache)
-        if unreadable:
-            print(f"sprites {size}: {unreadable:,} thumbnails could not be read (left blank)")
-        meta[size] = {"tile": args.sprite_tile, "columns": sprites.COLUMNS, "sheets": [f"sprites/{n}" for n in names]}
-        files += meta[size]["sheets"]
-        coarser = {i for s, lv in levels.items() if s < size for i in rows.ids[lv.rep].tolist()}
-        cache = {k: v for k, v in cache.items() if k in coarser}
-    return meta, files
+        level_jobs = sprites.sheet_jobs(size, [tree.export_thumbnail(i) for i in ids], tree.sprites_dir,
+                                        args.sprite_tile, sprites.COLUMNS)
+        meta[size] = {"tile": args.sprite_tile, "columns": sprites.COLUMNS,
+                      "sheets": [f"sprites/{job[1].name}" for job in level_jobs]}
+        jobs += level_jobs
+    unreadable = sprites.write_sheets(jobs)
+    if unreadable:
+        print(f"sprites: {unreadable:,} thumbnails could not be read (their tiles are blank)")
+    return meta, [name for m in meta.values() for name in m["sheets"]]
 
 
 def write_gephi(args, tree: DataTree, rows, levels: dict) -> list[str]:
