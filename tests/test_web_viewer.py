@@ -16,8 +16,7 @@ from tests.export_fixture import id_colour, make_export
 from tests.web_server import web_server  # noqa: F401
 
 CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
-                                                             "(apt-get install chromium; .ci/run installs it)")
+NO_CHROMIUM = "needs Debian's chromium at /usr/bin/chromium (apt-get install chromium; .ci/run installs it)"
 
 XSS = "<img src=x onerror=alert(1)>"
 SPECIAL = {
@@ -43,6 +42,8 @@ def server(export, web_server):  # noqa: F811
 
 @pytest.fixture(scope="module")
 def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(NO_CHROMIUM)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -399,3 +400,36 @@ def test_viewer_opens_what_step_07_exports(tmp_path, browser, web_server):  # no
         p.assert_clean()
     finally:
         p.context.close()
+
+
+def test_evicted_sprite_sheets_load_again_when_needed(page):
+    """The caches drop decoded images; one that comes back on screen must be fetched again, not lost."""
+    page.open()
+    loaded = page.page.evaluate("""async () => {
+        const s = window.__viewer.store;
+        const until = async (f) => { for (let n = 0; n < 200 && !f(); n++) await new Promise(r => setTimeout(r, 25)); return f(); };
+        s.sheets.capacity = 1;
+        s.sheet(128, 0);
+        const first = await until(() => s.sheet(128, 0));
+        s.sheet(256, 0);                       // evicts level 128's sheet
+        await until(() => s.sheet(256, 0));
+        const evicted = !s.sheets.has('128/0');
+        s.sheet(128, 0);
+        const again = await until(() => s.sheet(128, 0));
+        return [Boolean(first), evicted, Boolean(again), s.failed.size];
+    }""")
+    assert loaded == [True, True, True, 0]
+
+
+def test_viewer_source_has_no_html_sinks_and_no_remote_urls():
+    """Data reaches the page only as text: no HTML-parsing sinks, no eval, nothing loaded from elsewhere."""
+    import re
+
+    web = Path(__file__).resolve().parent.parent / "web"
+    sources = {p.relative_to(web).as_posix(): p.read_text(encoding="utf-8")
+               for p in web.rglob("*") if p.suffix in (".js", ".html", ".css")}
+    assert "index.html" in sources and "js/main.js" in sources
+    sinks = re.compile(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function|srcdoc")
+    remote = re.compile(r"""(src|href)\s*=\s*["'](https?:)?//|@import|url\(\s*["']?(https?:)?//""")
+    assert {name: sinks.findall(text) for name, text in sources.items() if sinks.search(text)} == {}
+    assert {name: remote.findall(text) for name, text in sources.items() if remote.search(text)} == {}

@@ -17,8 +17,8 @@ export class Store {
     this.grids = new Map();
     this.gridRequests = new Map();
     this.gridListeners = [];
-    this.sheets = new LRU(MAX_SHEETS, (entry) => { entry.img.src = ''; });
-    this.thumbs = new LRU(MAX_THUMBS, (entry) => { entry.img.src = ''; });
+    this.sheets = new LRU(MAX_SHEETS, (entry) => entry.release());
+    this.thumbs = new LRU(MAX_THUMBS, (entry) => entry.release());
     this.tiles = new LRU(MAX_TILES);
     this.tileRequests = new Map();
     this.thumbRequests = 0;
@@ -128,11 +128,25 @@ export class Store {
     let href;
     try { href = this.url(path); } catch (err) { this.failed.add(key); this.report(err); done(); return null; }
     const img = new Image();
-    const entry = { img, ready: false };
+    let settled = false;
+    const settle = () => {
+      if (settled) return false;
+      settled = true;
+      img.onload = null;
+      img.onerror = null;
+      done();
+      return true;
+    };
+    const entry = {
+      img,
+      ready: false,
+      // Evicted: drop the decoded pixels; a later request for the key loads it again.
+      release: () => { settle(); img.removeAttribute('src'); },
+    };
     cache.set(key, entry);
     img.decoding = 'async';
-    img.onload = () => { entry.ready = true; done(); this.onChange(); };
-    img.onerror = () => { cache.delete(key); this.failed.add(key); done(); this.onChange(); };
+    img.onload = () => { if (settle()) { entry.ready = true; this.onChange(); } };
+    img.onerror = () => { if (settle()) { cache.delete(key); this.failed.add(key); this.onChange(); } };
     img.src = href;
     return null;
   }
