@@ -162,6 +162,39 @@ def write_gephi(args, tree: DataTree, rows, levels: dict) -> list[str]:
     return ["nodes.csv", "edges.csv", "network.gexf"]
 
 
+def read_rows(args, tree: DataTree, stats: StepStats):
+    rows = export_rows.load_rows(tree)
+    for reason, n in rows.dropped.items():
+        stats.drop(reason, n)
+    stats.rows_in = len(rows) + sum(rows.dropped.values())
+    for note in rows.notes:
+        print(f"note: {note}")
+    category_source = export_rows.attach_domains(rows, tree)
+    return rows, category_source, thumbnails(args, tree, rows)
+
+
+def write_files(args, tree: DataTree, rows, levels: dict, cluster_list: list[dict]) -> tuple[dict, list[str]]:
+    """Everything but the manifest; returns the sprite sheets' description and every file written."""
+    sprite_meta, files = write_sprites(args, tree, rows, levels)
+    for size, level in levels.items():
+        web_export.write_grid(level, rows, tree.grid_file(size))
+        files.append(tree.grid_file(size).name)
+        print(f"grid {size}: {len(level.keys):,} cells, {int(level.sprite.max()) + 1:,} with an image")
+    files += web_export.write_row_tiles(rows, tree.export)
+    if args.gephi:
+        files += write_gephi(args, tree, rows, levels)
+    if args.poster_size:
+        drawn = poster.draw_poster(tree.poster_file, args.poster_size, levels, rows.has_thumb, rows.ids,
+                                   tree.export_thumbnail, cluster_list, args.title)
+        files.append(tree.poster_file.name)
+        print(f"poster: {drawn['images']:,} images at level {drawn['level']} -> {tree.poster_file}")
+    files += web_export.copy_viewer(Path(args.web_dir), tree.export)
+    removed = web_export.remove_stale(tree.export, set(files), ("rows", "sprites"))
+    if removed:
+        print(f"removed {removed:,} files a previous export left in rows/ and sprites/")
+    return sprite_meta, files
+
+
 @entrypoint
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
@@ -174,45 +207,22 @@ def main(argv=None) -> int:
         print(f"{tree.manifest_file} is up to date with its inputs and flags: nothing to do (--overwrite redoes it)")
         return 0
     stats = StepStats(STEP)
-    rows = export_rows.load_rows(tree)
-    for reason, n in rows.dropped.items():
-        stats.drop(reason, n)
-    stats.rows_in = len(rows) + sum(rows.dropped.values())
-    for note in rows.notes:
-        print(f"note: {note}")
-    category_source = export_rows.attach_domains(rows, tree)
-    thumb_outcomes = thumbnails(args, tree, rows)
-
+    rows, category_source, thumb_outcomes = read_rows(args, tree, stats)
+    tree.manifest_file.unlink(missing_ok=True)  # until the new one is written, the export is incomplete
     index = em.load_index(tree, rows.ids)
     method = "embedding" if index is not None else "position (no embeddings found)"
     levels = grid.build_levels(rows.x, rows.sy, rows.has_thumb, rows.cluster, index, args.levels)
     grid.assign_sprites(levels, rows.has_thumb)
-    sprite_meta, files = write_sprites(args, tree, rows, levels)
-    for size, level in levels.items():
-        web_export.write_grid(level, rows, tree.grid_file(size))
-        files.append(tree.grid_file(size).name)
-        print(f"grid {size}: {len(level.keys):,} cells, {int(level.sprite.max()) + 1:,} with an image")
-    files += web_export.write_row_tiles(rows, tree.export)
-    if args.gephi:
-        files += write_gephi(args, tree, rows, levels)
     cluster_list = web_export.clusters(rows)
-    if args.poster_size:
-        drawn = poster.draw_poster(tree.poster_file, args.poster_size, levels, rows.has_thumb, rows.ids,
-                                   tree.export_thumbnail, cluster_list, args.title)
-        files.append(tree.poster_file.name)
-        print(f"poster: {drawn['images']:,} images at level {drawn['level']} -> {tree.poster_file}")
-    files += web_export.copy_viewer(Path(args.web_dir), tree.export)
-    removed = web_export.remove_stale(tree.export, set(files), ("rows", "sprites"))
-    if removed:
-        print(f"removed {removed:,} files a previous export left in rows/ and sprites/")
+    sprite_meta, files = write_files(args, tree, rows, levels, cluster_list)
 
     stats.rows_out = len(rows)
-    parameters = {**params, "representative": method, "categories": category_source}
     stats.write(tree.export, params, packages=("numpy", "Pillow", "networkx"), inputs=inputs,
                 thumbnails=thumb_outcomes, representative=method, notes=rows.notes)
     doc = web_export.manifest(args.title, len(rows), levels, sprite_meta, cluster_list,
-                              sorted(set(rows.category.tolist())), parameters, files + ["_stats.json"],
-                              export_thumbs.THUMB_SIZE)
+                              sorted(set(rows.category.tolist())),
+                              {**params, "representative": method, "categories": category_source},
+                              files + ["_stats.json"], export_thumbs.THUMB_SIZE)
     write_json(doc, tree.manifest_file)
     print(stats.summary() + f"; {thumb_outcomes['without a thumbnail']:,} rows without a thumbnail")
     print(f"open the map: python -m http.server -d {tree.export} 8000   (then http://localhost:8000/)")

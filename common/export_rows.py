@@ -96,9 +96,7 @@ def load_rows(tree: DataTree) -> ExportRows:
     ids = _strings(table, "id", n) if "id" in table.column_names else np.asarray(row_ids(url), dtype=object)
     x, sy, ok = _positions(table, notes)
     valid_id = np.fromiter((isinstance(i, str) and is_row_id(i) for i in ids), bool, n)
-    _, first = np.unique(ids.astype(str), return_index=True)
-    unique = np.zeros(n, bool)
-    unique[first] = True
+    unique = ~pd.Series(ids).duplicated(keep="first").to_numpy()
     dropped = {"no_position": int((~ok).sum()), "bad_id": int((ok & ~valid_id).sum()),
                "duplicate_id": int((ok & valid_id & ~unique).sum())}
     keep = ok & valid_id & unique
