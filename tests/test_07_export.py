@@ -338,3 +338,32 @@ def test_cached_thumbnails_larger_than_256_px_are_shrunk(tmp_path, capsys):
     assert "10 shrunk" in capsys.readouterr().out
     with Image.open(tree.export_thumbnail(gen.ids[0])) as im:
         assert im.size == (256, 192)
+
+
+def test_positions_outside_0_to_1_are_rescaled_with_a_note(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tree = DataTree.at(tmp_path / "data")
+    gen = make_inputs(tree, n=80, seed=16, tags=False)
+    table = pq.read_table(tree.projection_file)
+    for name in ("x", "y"):
+        table = table.set_column(table.column_names.index(name), name, pa.array(table.column(name).to_numpy() * 40 - 7))
+    pq.write_table(table, tree.projection_file)
+    assert run(tree, "--poster-size", "0", "--levels", "16") == 0
+    assert "note: positions were outside 0..1" in capsys.readouterr().out
+    assert sum(c["count"] for c in grid(tree, 16)) == len(gen.ids)
+    rows = [r for p in (tree.export / "rows").glob("*.json") for r in json.loads(p.read_text())["rows"]]
+    assert min(r[1] for r in rows) == 0.0 and max(r[1] for r in rows) <= 1.0
+
+
+def test_a_projection_without_positions_is_one_line_error(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tree = DataTree.at(tmp_path / "data")
+    tree.projection.mkdir(parents=True)
+    pq.write_table(pa.table({"id": ["0123456789abcdef"], "url": ["https://a.example/x.jpg"]}), tree.projection_file)
+    assert run(tree) == 2
+    err = capsys.readouterr().err
+    assert "has no x or y column: re-run step 06" in err and len(err.strip().splitlines()) == 1
