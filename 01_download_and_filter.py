@@ -38,7 +38,8 @@ from common.files import list_parts
 from common.match import compile_keywords
 from common.metadata_parts import PartWriter, output_schema, output_table, read_part_info, rename_for_output, sum_parts
 from common.paths import DataTree, stats_file
-from common.sources import SourceError, SourceFile, expand_local, pick_columns, read_matches, source_schema
+from common.sources import (SourceError, SourceFile, expand_local, pick_columns, prefer_jemalloc, read_matches,
+                            source_schema)
 from common.stats import StepStats
 
 STEP = "01_download_and_filter"
@@ -227,6 +228,7 @@ def write_stats(stats: StepStats, job: Job, args, where: str, reports: list[File
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     stats = StepStats(STEP)
+    prefer_jemalloc()
     tree = DataTree.at(args.data_dir)
     matcher = build_matcher(args.keywords, args.match, args.case_sensitive)
     signature = {"keywords": matcher.keywords, "match": args.match, "case_sensitive": args.case_sensitive}

@@ -42,8 +42,9 @@ def prepare_ours(keyword: str, threads: int):
 
     from common.caption_filter import CaptionMatcher
     from common.match import compile_keywords
-    from common.sources import read_matches
+    from common.sources import prefer_jemalloc, read_matches
 
+    prefer_jemalloc()  # as step 01 does
     # load pyarrow's compute kernels once, as any run over more than one batch has (not timed)
     CaptionMatcher(compile_keywords([keyword])).match(pa.array(["warm up", keyword]))
 
@@ -64,8 +65,9 @@ def prepare_ours_part(keyword: str, threads: int):
     import threading
 
     from common.paths import DataTree
-    from common.sources import SourceFile
+    from common.sources import SourceFile, prefer_jemalloc
 
+    prefer_jemalloc()  # as step 01 does
     step = importlib.import_module("01_download_and_filter")
     step.CaptionMatcher(step.compile_keywords([keyword])).match(step.pa.array(["warm up", keyword]))
 

@@ -8,6 +8,7 @@ TCAT export, with `media_url` and `text`) is parsed in blocks of all-string colu
 from __future__ import annotations
 
 import glob
+import os
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +55,21 @@ class Batch:
     scanned: int                       # rows read in this batch
     table: pa.Table | None = None      # the matching rows, source column names
     which: np.ndarray | None = None    # index of the keyword each matching row named
+
+
+def prefer_jemalloc() -> str:
+    """Use Arrow's jemalloc pool when it is built in and the user has not chosen one.
+
+    Streaming allocates and frees one batch after another; on the 01 benchmark jemalloc reused
+    that memory with fewer page faults than the default pool (less CPU, lower peak RSS).
+    Returns the name of the pool in use.
+    """
+    if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        try:
+            pa.set_memory_pool(pa.jemalloc_memory_pool())
+        except NotImplementedError:
+            pass  # this pyarrow build has no jemalloc: keep the default
+    return pa.default_memory_pool().backend_name
 
 
 def is_data_file(path: Path) -> bool:

@@ -188,8 +188,10 @@ def relaion_table(n_rows: int, city: str = "Madrid", seed: int = 0, image_base_u
 
 
 def _local_urls(url: pa.Array, base: str, seed: int) -> pa.Array:
-    """Point http(s) URLs at a local image host, keeping the bad ones bad (the demo serves images)."""
-    is_web = pc.fill_null(pc.match_substring_regex(url, r"^https?://[^/]+/.+"), False)
+    """Point web URLs at a local image host; the deliberately bad ones stay as they are (the demo serves images)."""
+    known_bad = pa.array([u for u in BAD_URLS if u is not None], pa.string())
+    is_web = pc.and_(pc.fill_null(pc.match_substring_regex(url, r"^https?://[^/]+/.+"), False),
+                     pc.invert(pc.is_in(url, value_set=known_bad)))
     codes = pc.cast(pc.index_in(url, value_set=pc.unique(url)), pa.string())  # duplicates share one URL
     local = pc.binary_join_element_wise(base, "img", pc.binary_join_element_wise(f"s{seed}-", codes, ".jpg", ""), "/")
     return pc.if_else(is_web, local, url)
