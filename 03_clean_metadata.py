@@ -128,6 +128,15 @@ def check_same_terms(done: list[Path], terms: list[str], tree: DataTree) -> None
                             f"to redo it with --exclude {' '.join(terms)}")
 
 
+def check_no_stale_parts(tree: DataTree, parts, folder: Path) -> None:
+    """A cleaned part without its input part would flow into step 05 unnoticed: refuse."""
+    inputs_named = {tree.cleaned_part(n).name for n, _ in parts}
+    stale = [p.name for p in list_parts(tree.metadata_cleaned) if p.name not in inputs_named]
+    if stale:
+        raise UserError(f"{tree.metadata_cleaned} holds {', '.join(stale[:3])}{' ...' if len(stale) > 3 else ''} "
+                        f"with no matching part in {folder}: pass --overwrite to rebuild it from {folder}")
+
+
 def clear_outputs(tree: DataTree) -> None:
     """--overwrite: remove only what this step writes."""
     for path in list_parts(tree.metadata_cleaned) + list_parts(tree.excluded_part(0).parent):
@@ -174,6 +183,7 @@ def main(argv=None) -> int:
         return dry_run(parts, patterns, terms)
     if args.overwrite:
         clear_outputs(tree)
+    check_no_stale_parts(tree, parts, parts[0][1].parent)
     done = [(n, p) for n, p in parts if tree.cleaned_part(n).exists() and tree.excluded_part(n).exists()]
     check_same_terms([tree.cleaned_part(n) for n, _ in done], terms, tree)
     todo = [(n, p) for n, p in parts if (n, p) not in done]

@@ -120,3 +120,13 @@ def test_removing_every_row_exits_2(tmp_path, capsys):
     assert run(tmp_path, "football") == 2
     assert "nothing is left" in capsys.readouterr().err
     assert pq.read_table(tmp_path / "metadata_cleaned" / "excluded.parquet").num_rows == 2
+
+
+def test_cleaned_parts_without_an_input_part_need_overwrite(data, capsys):
+    run(data, "football")
+    (data / "metadata" / "part-00003.parquet").unlink()
+    capsys.readouterr()
+    assert run(data, "football") == 2
+    assert "holds part-00003.parquet with no matching part" in capsys.readouterr().err
+    assert run(data, "football", extra=["--overwrite"]) == 0
+    assert sorted(p.name for p in (data / "metadata_cleaned").glob("part-*")) == ["part-00000.parquet"]
