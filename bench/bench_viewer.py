@@ -159,7 +159,8 @@ def wait_state(page, condition: str, timeout: float = 60_000):
 
 
 def zoom_tour(page, target) -> dict:
-    """Wheel-zoom into the densest cell until single thumbnails are drawn; frame times on the way."""
+    """Wheel-zoom into the densest cell until single thumbnails are drawn; draw times of the frames
+    on the way (the renderer's own work per frame, from the viewer's state)."""
     page.mouse.move(*page.evaluate(f"window.__viewer.pagePoint({target[0]}, {target[1]})"))
     draws, t = [], time.perf_counter()
     for _ in range(40):
@@ -192,6 +193,7 @@ def run_once(pw, variant: str, url: str, target, tour: bool) -> dict:
             result = {"first_paint_ms": page.evaluate("window.__viewer.state.firstPaintMs"),
                       "sprites_paint_ms": page.evaluate("window.__viewer.state.spritesPaintMs")}
         result["heap_mb"] = heap_mb(cdp)
+        result["rss_at_paint_mb"] = rss.peak / 2**20
         if tour and variant == "ours":
             result.update(zoom_tour(page, target))
             result["heap_after_tour_mb"] = heap_mb(cdp)
@@ -203,14 +205,15 @@ def run_once(pw, variant: str, url: str, target, tour: bool) -> dict:
 
 def report(results: dict) -> None:
     med = lambda v, k: statistics.median(r[k] for r in results[v])  # noqa: E731
-    print(f"\n{'variant':<16}{'first paint ms':>16}{'with sprites ms':>17}{'JS heap MB':>12}{'peak RSS MB':>13}")
+    print(f"\n{'variant':<16}{'first paint ms':>16}{'with sprites ms':>17}{'JS heap MB':>12}{'peak RSS MB':>13}"
+          f"{'(tour incl.)':>14}")
     for v in results:
         print(f"{v:<16}{med(v, 'first_paint_ms'):>16.0f}{med(v, 'sprites_paint_ms'):>17.0f}"
-              f"{med(v, 'heap_mb'):>12.1f}{med(v, 'peak_rss_mb'):>13.0f}")
+              f"{med(v, 'heap_mb'):>12.1f}{med(v, 'rss_at_paint_mb'):>13.0f}{med(v, 'peak_rss_mb'):>14.0f}")
     for v in ("ours", "ours-all-files"):
         print(f"ratio {v} / eager: first paint {med(v, 'first_paint_ms') / med('eager', 'first_paint_ms'):.2f}, "
               f"JS heap {med(v, 'heap_mb') / med('eager', 'heap_mb'):.2f}, "
-              f"peak RSS {med(v, 'peak_rss_mb') / med('eager', 'peak_rss_mb'):.2f}")
+              f"peak RSS at first paint {med(v, 'rss_at_paint_mb') / med('eager', 'rss_at_paint_mb'):.2f}")
     tours = [r for r in results["ours"] if "tour_s" in r]
     if tours:
         print(f"zoom tour to single thumbnails (ours): frame draw median {statistics.median(r['draw_median_ms'] for r in tours):.1f} ms, "

@@ -201,10 +201,10 @@ export class Renderer {
     const pad = sub > 10 ? 1 : 0;
     ctx.globalAlpha = this.viewer.rowShown(row) ? 1 : DIM_ALPHA;
     const img = this.store.thumb(row.id);
-    if (img && img.naturalWidth) {
-      const fit = (sub - 2 * pad) / Math.max(img.naturalWidth, img.naturalHeight);
-      const w = img.naturalWidth * fit;
-      const h = img.naturalHeight * fit;
+    if (img && img.width) {
+      const fit = (sub - 2 * pad) / Math.max(img.width, img.height);
+      const w = img.width * fit;
+      const h = img.height * fit;
       ctx.drawImage(img, x + (sub - w) / 2, y + (sub - h) / 2, w, h);
       stats.thumbsDrawn += 1;
     } else {

@@ -124,30 +124,42 @@ export class Store {
     try { return this.url(path); } catch { return null; }
   }
 
+  // Images are fetched and decoded off the main thread (createImageBitmap), so a frame never
+  // stalls decoding a sprite sheet, and an evicted bitmap's memory is freed at once (close()).
   loadImage(cache, key, path, done = () => {}) {
     let href;
     try { href = this.url(path); } catch (err) { this.failed.add(key); this.report(err); done(); return null; }
-    const img = new Image();
-    let settled = false;
-    const settle = () => {
-      if (settled) return false;
-      settled = true;
-      img.onload = null;
-      img.onerror = null;
-      done();
-      return true;
-    };
+    const controller = new AbortController();
+    let released = false;
     const entry = {
-      img,
+      img: null,
       ready: false,
-      // Evicted: drop the decoded pixels; a later request for the key loads it again.
-      release: () => { settle(); img.removeAttribute('src'); },
+      release: () => {
+        released = true;
+        controller.abort();
+        if (entry.img) entry.img.close();
+      },
     };
     cache.set(key, entry);
-    img.decoding = 'async';
-    img.onload = () => { if (settle()) { entry.ready = true; this.onChange(); } };
-    img.onerror = () => { if (settle()) { cache.delete(key); this.failed.add(key); this.onChange(); } };
-    img.src = href;
+    fetch(href, { signal: controller.signal })
+      .then((response) => {
+        if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
+        return response.blob();
+      })
+      .then((blob) => createImageBitmap(blob))
+      .then((bitmap) => {
+        if (released) { bitmap.close(); return; }
+        entry.img = bitmap;
+        entry.ready = true;
+        this.onChange();
+      })
+      .catch(() => {
+        if (released) return;  // evicted while loading: a later request starts afresh
+        cache.delete(key);
+        this.failed.add(key);
+        this.onChange();
+      })
+      .finally(done);
     return null;
   }
 
