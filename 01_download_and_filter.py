@@ -235,6 +235,8 @@ def main(argv=None) -> int:
     job = Job(tree, matcher, signature, args.url_column, args.caption_column,
               keep_downloads=args.keep_downloads, workers=args.workers)
     files, where = plan_sources(args, job)
+    if job.repo and files:  # a gated repo whose terms are not accepted fails here, before anything changes
+        hub.check_access(job.repo, files[0].name, job.token)
     if args.overwrite:
         for part in list_parts(tree.metadata):
             part.unlink()
@@ -245,8 +247,6 @@ def main(argv=None) -> int:
         print(f"skipping {len(done):,} finished file(s) of {len(files):,} (--overwrite redoes them)")
     if pending:
         stats_file(tree.metadata).unlink(missing_ok=True)
-        if job.repo:
-            hub.check_access(job.repo, pending[0].name, job.token)
     reports = run_files(pending, job)
     for r in reports:
         if r.failed:
