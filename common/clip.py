@@ -156,15 +156,26 @@ class Clip:
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (N, S, S, 3) squares from `images.model_square` -> embeddings; scaled on the device."""
+        return self.collect(self.submit_pixels(pixels))
+
+    def submit_pixels(self, pixels: np.ndarray):
+        """Start embedding a batch; returns a device tensor without waiting for the GPU.
+
+        The caller stacks the next batch while this one computes, then calls `collect`.
+        """
         import torch
 
-        x = torch.from_numpy(np.ascontiguousarray(pixels))
-        if self.device.startswith("cuda"):
-            x = x.pin_memory()
-        x = x.to(self.device, non_blocking=True).permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
-        mean = torch.tensor(self.mean, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
-        std = torch.tensor(self.std, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
-        return self.encode_images((x - mean) / std)
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device, non_blocking=True)
+            x = x.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
+            mean = torch.tensor(self.mean, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
+            std = torch.tensor(self.std, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
+            feats = self.model.encode_image((x - mean) / std).float()
+            return feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+    @staticmethod
+    def collect(handle) -> np.ndarray:
+        return handle.cpu().numpy()
 
     def encode_texts(self, texts, batch_size: int = 256) -> np.ndarray:
         import torch

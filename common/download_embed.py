@@ -77,10 +77,20 @@ def embed_images(items: list[tuple[str, str]], source: ImageSource, clip, worker
     counts: Counter = Counter()
     pending_ids, pending_px = [], []
 
+    lagged: list = []  # (ids, handle) of the batch the model is computing now
+
+    def collect_lagged():
+        if lagged:
+            ids, handle = lagged.pop()
+            vectors.update(zip(ids, clip.collect(handle) if hasattr(clip, "collect") else handle))
+
     def flush():
+        # start this batch, then collect the previous one: the GPU computes while we stack the next
         if pending_ids:
-            emb = clip.encode_pixels(np.stack(pending_px))
-            vectors.update(zip(pending_ids, emb))
+            submit = getattr(clip, "submit_pixels", clip.encode_pixels)
+            handle = submit(np.stack(pending_px))
+            collect_lagged()
+            lagged.append((list(pending_ids), handle))
             pending_ids.clear()
             pending_px.clear()
 
@@ -109,6 +119,7 @@ def embed_images(items: list[tuple[str, str]], source: ImageSource, clip, worker
                 if len(pending_ids) >= batch_size:
                     flush()
             flush()
+            collect_lagged()
         except BaseException:
             for future in running:  # Ctrl-C: stop queued downloads now, let running ones time out
                 future.cancel()

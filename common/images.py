@@ -87,7 +87,7 @@ def thumbnail_jpeg(img: Image.Image, size: int) -> bytes:
     thumb = img.copy()
     thumb.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=3.0)
     buf = io.BytesIO()
-    thumb.save(buf, "JPEG", quality=JPEG_QUALITY, optimize=True)
+    thumb.save(buf, "JPEG", quality=JPEG_QUALITY)  # optimize=True: ~5% smaller, twice the encode time
     return buf.getvalue()
 
 
