@@ -6,7 +6,8 @@ import { attachInput } from './input.js';
 import { Panels, fmt } from './panels.js';
 import { Renderer, memberRect } from './render.js';
 import { Search } from './search.js';
-import { Store, cellOf } from './store.js';
+import { Store } from './store.js';
+import { cellOf } from './tables.js';
 
 const CSV_COLUMNS = ['id', 'x', 'y', 'caption', 'url', 'domain', 'category', 'cluster'];
 

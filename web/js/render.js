@@ -1,7 +1,7 @@
 // Canvas drawing: the heat underlay and sprite images of the grid levels, single thumbnails when
 // zoomed in far, cluster labels, highlights. Only cells inside the view are touched, so a frame
 // costs the same for 10k or 1M images.
-import { cellOf } from './store.js';
+import { cellOf } from './tables.js';
 
 export const MIN_CELL_PX = 12;     // a level is used once its cells are at least this wide
 export const THUMB_CELL_PX = 48;   // finest cells this wide open into their members' thumbnails
