@@ -204,7 +204,9 @@ def run_once(pw, variant: str, url: str, target, tour: bool) -> dict:
 
 
 def report(results: dict) -> None:
-    med = lambda v, k: statistics.median(r[k] for r in results[v])  # noqa: E731
+    def med(variant, key):
+        return statistics.median(r[key] for r in results[variant])
+
     print(f"\n{'variant':<16}{'first paint ms':>16}{'with sprites ms':>17}{'JS heap MB':>12}{'peak RSS MB':>13}"
           f"{'(tour incl.)':>14}")
     for v in results:

@@ -77,7 +77,7 @@ def _positions(rng, rows: int, clusters: int, spread: float):
     label = rng.integers(0, clusters, size=rows)
     xy = centres[label] + rng.normal(0, spread, size=(rows, 2))
     xy = np.clip(xy, 0.0, 0.999999)
-    return xy[:, 0], xy[:, 1], label, centres
+    return xy[:, 0], xy[:, 1], label
 
 
 def _captions(rng, rows: int) -> list[str]:
@@ -214,7 +214,7 @@ def make_export(folder: Path, rows: int = 400, seed: int = 0, clusters: int = 4,
     for sub in ("sprites", "rows", "images"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    x, y, label, centres = _positions(rng, rows, clusters, spread)
+    x, y, label = _positions(rng, rows, clusters, spread)
     ids = [row_id(n, str(seed)) for n in range(rows)]
     cats = [CATEGORIES[v] for v in rng.integers(0, len(CATEGORIES), size=rows).tolist()]
     exp = Export(folder, ids, x, y, _captions(rng, rows), [f"https://img{n % 7}.example.org/p/{n}.jpg" for n in range(rows)],

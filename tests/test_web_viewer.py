@@ -166,7 +166,9 @@ def test_zoom_switches_level_64_128_256_then_single_thumbnails(page, export, ser
     assert seen == [64, 128, 256, "thumbs"]
     # The cell under the cursor opens into its members' own thumbnails.
     members = {export.ids[r] for r in export.members(256, cell["i"], cell["j"])}
-    asked = lambda: {u.rsplit("/", 1)[1][:-4] for u in page.requests if "/images/256/" in u}  # noqa: E731
+    def asked():
+        return {u.rsplit("/", 1)[1][:-4] for u in page.requests if "/images/256/" in u}
+
     assert page.until(lambda: members <= asked()), members - asked()
     page.wait("state.thumbsDrawn > 0")
     page.assert_clean()
@@ -323,8 +325,9 @@ def test_tour_makes_no_console_error_and_no_request_outside_the_export(page, exp
     page.open()
     cell = densest_cell(export, 256)
     page.page.fill("#search", "plaza")
-    page.wait("state.search.done", timeout=20_000)
+    page.wait("state.search.query === 'plaza' && state.search.done", timeout=20_000)
     page.page.fill("#search", "")
+    page.wait("state.search.query === ''")
     page.zoom_at((cell["i"] + 0.5) / 256, (cell["j"] + 0.5) / 256, 14)
     page.wait("state.mode === 'thumbs' && state.thumbsDrawn > 0")
     where = page.point((cell["i"] + 0.5) / 256, (cell["j"] + 0.5) / 256)

@@ -12,7 +12,7 @@ import pytest
 
 
 class _Handler(SimpleHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 (http.server's naming)
+    def do_GET(self):
         server = self.server
         with server.lock:
             server.requests.append(self.path)
