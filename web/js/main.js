@@ -90,8 +90,10 @@ class Viewer {
     }
     if (stats.imagesDrawn && stats.drawnLevels.length === 1 && this.state.spritesPaintMs === null) {
       this.state.spritesPaintMs = now;
-      // The first view is complete: now fetch the next level so the first zoom finds it ready.
-      const next = this.store.levels[1];
+    }
+    // Once a view is complete, fetch the next finer level so zooming in finds it ready.
+    if (this.state.spritesPaintMs !== null && stats.level !== null) {
+      const next = this.store.levels[this.store.levels.indexOf(stats.level) + 1];
       if (next) this.store.grid(next);
     }
     Object.assign(this.state, stats, {
