@@ -279,7 +279,40 @@ def test_filters_keep_only_cells_of_the_chosen_cluster_and_category(page, export
     page.page.select_option("#cluster", "")
     page.wait("state.filters.cluster === null")
     assert page.state()["cellsShown"] == sum(1 for c in cells if c[6] == "news")
+    # In the gallery the filter applies to each member, not just the representative.
+    cell = densest_cell(export, 64)
+    members = export.members(64, cell["i"], cell["j"])
+    news = [r for r in members if export.categories[r] == "news"]
+    assert 0 < len(news) < len(members)
+    page.page.mouse.click(*page.cell_point(64, cell["i"], cell["j"]))
+    page.page.locator("#gallery figure").first.wait_for()
+    assert page.page.locator("#gallery figcaption").all_text_contents() == [
+        export.captions[r] for r in sorted(news, key=lambda r: (export.y[r], export.x[r]))]
+    assert page.page.locator("#gallery-status").text_content() == f"{len(members) - len(news):,} hidden by the filters"
     page.assert_clean()
+
+
+def test_two_finger_pinch_zooms_the_map(browser, server):
+    context = browser.new_context(viewport=VIEWPORT, has_touch=True)
+    try:
+        page = context.new_page()
+        page.goto(server.url + "index.html")
+        page.wait_for_function("() => window.__viewer && window.__viewer.state.spritesPaintMs !== null")
+        before = page.evaluate("window.__viewer.camera.scale")
+        cdp = context.new_cdp_session(page)
+
+        def touch(kind, spread):
+            points = [{"x": 500 - spread, "y": 400, "id": 1}, {"x": 500 + spread, "y": 400, "id": 2}]
+            cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [] if kind == "touchEnd" else points})
+
+        touch("touchStart", 40)
+        for spread in (60, 90, 120, 160):
+            touch("touchMove", spread)
+        touch("touchEnd", 0)
+        page.wait_for_function(f"() => window.__viewer.state.scale > {before * 3}")
+        assert page.evaluate("window.__viewer.camera.scale") == pytest.approx(before * 4, rel=0.1)
+    finally:
+        context.close()
 
 
 # ------------------------------------------------------------------------------------------------ CSV export
@@ -334,6 +367,9 @@ def test_tour_makes_no_console_error_and_no_request_outside_the_export(page, exp
     page.page.mouse.move(where[0] + 3, where[1] + 3)  # the cursor is already there: a real move
     page.page.mouse.move(*where)
     page.page.locator("#tooltip").wait_for(state="visible")
+    # Over a single thumbnail the tooltip names that image, one of the cell's members.
+    member_captions = {export.captions[r] for r in export.members(256, cell["i"], cell["j"])}
+    assert page.page.locator("#tooltip .caption").text_content() in member_captions
     page.page.mouse.click(*where)
     page.page.locator("#gallery figure").first.wait_for()
     page.page.wait_for_timeout(300)
