@@ -13,6 +13,9 @@ caption contains the keyword at all, so the work is split in two:
 2. The exact RE2 pattern from `common.match` (word edges spelled out with \\p{L}), run by
    pyarrow.compute on the candidate rows only.
 
+The same needles, as a Rust-syntax regex (`prefilter_regex`), let polars' parquet reader do
+step 1 while it reads (see common.sources); step 2 is the same either way.
+
 Keywords with no usable needle (all non-ASCII letters under case-insensitive matching, `regex`
 mode, or a needle shorter than `MIN_NEEDLE`) fall back to the RE2 pattern on every row, which is
 correct, only slower.
@@ -60,6 +63,17 @@ class CaptionMatcher:
         self.needles = [_needle(p.keyword, mode, case_sensitive) for p in patterns]
         self.lower = not case_sensitive
 
+    def prefilter_regex(self) -> str | None:
+        """A pattern (Rust `regex` syntax, for polars) every match is sure to satisfy, or None.
+
+        It looks for the needles only, so it lets through a superset of the true matches; the
+        exact RE2 patterns then decide (see `match`). None when some keyword has no needle.
+        """
+        if any(n is None for n in self.needles):
+            return None
+        alternatives = "|".join(_rust_literal(n.decode("utf-8")) for n in dict.fromkeys(self.needles))
+        return ("(?i)" if self.lower else "") + f"(?:{alternatives})"
+
     def match(self, captions: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
         """(row indices of matching captions, index of the keyword each matched), rows ascending."""
         arr = _as_plain_strings(captions)
@@ -92,6 +106,11 @@ class CaptionMatcher:
         if len(starts) == 0:
             return np.empty(0, np.int64)
         return np.unique(np.searchsorted(offsets, starts + int(offsets[0]), side="right") - 1)
+
+
+def _rust_literal(text: str) -> str:
+    """`text` as a literal in Rust regex syntax: ASCII punctuation and spaces as \\xHH escapes."""
+    return "".join(c if c.isalnum() or not c.isascii() else f"\\x{ord(c):02X}" for c in text)
 
 
 def _find_all(data: np.ndarray, needle: bytes, fold: bool) -> np.ndarray:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import httpx2
 from huggingface_hub import HfApi, constants, get_hf_file_metadata, get_token, hf_hub_download, hf_hub_url
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -23,6 +22,21 @@ from common.cli import UserError
 from common.columns import RELAION_REPOS, RELAION_SUBSETS, RELAION_VARIANTS
 
 PARQUET_SUFFIX = ".parquet"
+
+
+def _network_errors() -> tuple[type[BaseException], ...]:
+    """The "could not talk to the server" errors of whichever HTTP library this huggingface_hub uses
+    (httpx2 for 2.x, httpx for 1.x, requests before)."""
+    found = []
+    for module, name in (("httpx2", "TransportError"), ("httpx", "TransportError"), ("requests", "ConnectionError")):
+        try:
+            found.append(getattr(__import__(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found) or (ConnectionError,)
+
+
+NETWORK_ERRORS = _network_errors()
 
 
 def repo_for(subset: str, variant: str, repo: str | None) -> str:
@@ -63,7 +77,7 @@ def check_token(api: HfApi, token: str) -> str:
             raise UserError("the Hugging Face Hub refused this token (401): check --token or HF_TOKEN, "
                             "or log in again with `hf auth login`") from None
         raise
-    except httpx2.TransportError as e:
+    except NETWORK_ERRORS as e:
         raise _unreachable(e) from None
 
 
@@ -74,7 +88,7 @@ def list_parquet_files(api: HfApi, repo: str, token: str) -> list[str]:
     except RepositoryNotFoundError:
         raise UserError(f"dataset {repo} was not found on the Hub (or this token cannot see it): "
                         "check --repo / --subset") from None
-    except httpx2.TransportError as e:
+    except NETWORK_ERRORS as e:
         raise _unreachable(e) from None
     found = sorted(f for f in files if f.endswith(PARQUET_SUFFIX))
     if not found:
@@ -89,7 +103,7 @@ def check_access(repo: str, filename: str, token: str) -> None:
     except GatedRepoError:
         raise UserError(f"{repo} is gated and this account has not accepted its terms: open {_page(repo)}, "
                         "accept the conditions, then re-run") from None
-    except httpx2.TransportError as e:
+    except NETWORK_ERRORS as e:
         raise _unreachable(e) from None
 
 
@@ -104,7 +118,7 @@ def download(repo: str, filename: str, token: str, folder: Path) -> tuple[Path, 
                         "accept the conditions, then re-run") from None
     except (EntryNotFoundError, RevisionNotFoundError) as e:
         raise DownloadFailed(f"{type(e).__name__}: {filename} is no longer in {repo}") from None
-    except (HfHubHTTPError, httpx2.TransportError) as e:
+    except (HfHubHTTPError, *NETWORK_ERRORS) as e:
         raise DownloadFailed(f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from None
     size = path.stat().st_size
     return path, (size if before != size else 0)

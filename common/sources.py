@@ -1,9 +1,16 @@
 """Image-URL collections on disk: RE-LAION parquet shards, other parquet files, CSV exports.
 
 Step 01 reads each file in bounded batches and hands on only the rows whose caption matched.
-A parquet file is read column-wise: the caption column of a batch of row groups first, and the
-other columns of those row groups only when some caption in them matched. A CSV file (e.g. a
-TCAT export, with `media_url` and `text`) is parsed in blocks of all-string columns.
+
+A parquet file takes one of two paths, with identical results:
+- polars (when installed and every keyword has a literal "needle", see common.caption_filter):
+  its reader evaluates the needle on the caption column and decodes the other columns only for
+  the rows that pass, so most of the file is never decoded; RE2 then decides on those rows.
+- pyarrow otherwise (or with CITY_IDENTITY_PARQUET_ENGINE=pyarrow): the caption column of each
+  row group first, the other columns of that row group only when some caption in it matched;
+  two row groups are read and matched at once.
+A CSV file (e.g. a TCAT export, with `media_url` and `text`) is parsed in blocks of all-string
+columns.
 """
 from __future__ import annotations
 
@@ -28,7 +35,8 @@ from common.columns import find_column
 PARQUET_SUFFIXES = (".parquet",)
 CSV_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
 BATCH_ROWS = 100_000  # rows per read (whole row groups): bounds memory whatever the file's size
-READ_AHEAD = 2  # batches of one file in flight at once
+READ_AHEAD = 2  # batches of one file in flight at once (pyarrow path)
+ENGINE_VARIABLE = "CITY_IDENTITY_PARQUET_ENGINE"  # "pyarrow" switches the polars path off
 CSV_BLOCK_BYTES = 16 << 20
 
 
@@ -151,6 +159,10 @@ def _parquet_batches(path, name, matcher, url_column, caption_column, batch_rows
     try:
         pf = pq.ParquetFile(path)
         _, caption = pick_columns(pf.schema_arrow.names, name, url_column, caption_column)
+        prefilter = matcher.prefilter_regex()
+        if prefilter is not None and _polars() is not None:
+            yield from _polars_batches(path, pf, caption, matcher, prefilter, batch_rows)
+            return
         runs = list(_row_group_runs(pf, batch_rows))
         # READ_AHEAD batches are read and matched at once (parquet decoding, numpy and RE2 all
         # release the GIL), so both cores work even on a single file; results stay in file order
@@ -165,6 +177,36 @@ def _parquet_batches(path, name, matcher, url_column, caption_column, batch_rows
     except (pa.ArrowException, OSError) as e:
         if isinstance(e, OSError) and not isinstance(e, pa.ArrowException) and e.errno is not None:
             raise  # a real I/O error (disk, permissions), not a malformed file
+        raise SourceError(_reason(e)) from None
+
+
+def _polars():
+    """polars when installed and not switched off (CITY_IDENTITY_PARQUET_ENGINE=pyarrow), else None."""
+    if os.environ.get(ENGINE_VARIABLE, "").lower() == "pyarrow":
+        return None
+    try:
+        import polars
+    except ImportError:
+        return None
+    return polars if hasattr(polars.LazyFrame, "collect_batches") else None  # streaming batches: polars >= 1.3x
+
+
+def _polars_batches(path, pf, caption: str, matcher: CaptionMatcher, prefilter: str,
+                    batch_rows: int) -> Iterator[Batch]:
+    """polars' parquet reader evaluates the needle pre-filter on the caption column and decodes
+    the other columns only for the rows that pass (late materialisation: most of a file is never
+    decoded); RE2 then decides on those few rows, exactly as on the pyarrow path."""
+    pl = _polars()
+    schema = pf.schema_arrow
+    yield Batch(pf.metadata.num_rows)  # every row is scanned by the pre-filter
+    lazy = pl.scan_parquet(path).filter(pl.col(caption).str.contains(prefilter))
+    try:
+        for frame in lazy.collect_batches(chunk_size=batch_rows):
+            table = frame.to_arrow().cast(schema)
+            rows, which = matcher.match(table[caption])
+            if len(rows):
+                yield Batch(0, table.take(pa.array(rows)), which)
+    except pl.exceptions.PolarsError as e:
         raise SourceError(_reason(e)) from None
 
 

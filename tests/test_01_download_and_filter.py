@@ -17,6 +17,13 @@ from tests.conftest import load_step
 step = load_step("01_download_and_filter")
 
 
+@pytest.fixture(params=["polars", "pyarrow"])
+def engine(request, monkeypatch):
+    """Run a test on both parquet paths: polars' late-materialising reader and pyarrow row groups."""
+    monkeypatch.setenv("CITY_IDENTITY_PARQUET_ENGINE", request.param)
+    return request.param
+
+
 def make_sources(folder, n_files=2, rows=400, **kw):
     return [write_relaion_parquet(folder / f"shard-{i}.parquet", rows, seed=i, rows_per_group=150, **kw)
             for i in range(n_files)]
@@ -53,7 +60,7 @@ def run(data_dir, *args):
     return step.main(["--data-dir", str(data_dir), *map(str, args)])
 
 
-def test_word_match_keeps_every_spelling_and_drops_near_misses(tmp_path):
+def test_word_match_keeps_every_spelling_and_drops_near_misses(engine, tmp_path):
     sources = make_sources(tmp_path / "src")
     assert run(tmp_path / "d", "--keywords", "Madrid", "--source", tmp_path / "src") == 0
     assert kept_rows(tmp_path / "d") == expected_rows(sources, ["Madrid"])
@@ -76,7 +83,7 @@ def test_output_keeps_source_columns_and_adds_id_source_file_keyword(tmp_path):
     assert set(t["matched_keyword"].to_pylist()) == {"madrid"}
 
 
-def test_each_keyword_is_credited_in_the_order_given(tmp_path):
+def test_each_keyword_is_credited_in_the_order_given(engine, tmp_path):
     sources = make_sources(tmp_path / "src", n_files=1, rows=300)
     keywords = ["Barajas", "Madrid", "Sevilla"]
     assert run(tmp_path / "d", "--keywords", *keywords, "--source", tmp_path / "src") == 0
@@ -86,7 +93,7 @@ def test_each_keyword_is_credited_in_the_order_given(tmp_path):
 
 
 @pytest.mark.parametrize("flags", [["--match", "substring"], ["--case-sensitive"], ["--match", "regex"]])
-def test_match_modes_agree_with_python_regex(tmp_path, flags):
+def test_match_modes_agree_with_python_regex(engine, tmp_path, flags):
     sources = make_sources(tmp_path / "src", n_files=1, rows=300)
     keywords = ["madrid|sevilla"] if "regex" in flags else ["madrid"]
     assert run(tmp_path / "d", "--keywords", *keywords, "--source", tmp_path / "src", *flags) == 0
@@ -94,7 +101,7 @@ def test_match_modes_agree_with_python_regex(tmp_path, flags):
     assert kept_rows(tmp_path / "d") == expected_rows(sources, keywords, mode, "--case-sensitive" in flags)
 
 
-def test_stats_count_scanned_matched_dropped_and_unreadable_files(tmp_path, capsys):
+def test_stats_count_scanned_matched_dropped_and_unreadable_files(engine, tmp_path, capsys):
     sources = make_sources(tmp_path / "src", n_files=2, rows=300)
     write_corrupt_parquet(tmp_path / "src" / "shard-0b-truncated.parquet")
     assert run(tmp_path / "d", "--keywords", "Madrid", "--source", tmp_path / "src") == 0
@@ -127,7 +134,7 @@ def test_rerun_skips_finished_files_and_says_so(tmp_path, capsys):
     assert part.stat().st_mtime_ns != before
 
 
-def test_interrupt_after_first_file_then_resume_equals_clean_run(tmp_path, monkeypatch, capsys):
+def test_interrupt_after_first_file_then_resume_equals_clean_run(engine, tmp_path, monkeypatch, capsys):
     make_sources(tmp_path / "src", n_files=3)
     assert run(tmp_path / "clean", "--keywords", "Madrid", "--source", tmp_path / "src") == 0
     calls = []
@@ -241,3 +248,12 @@ def test_disk_full_while_writing_a_part_is_one_line(tmp_path, monkeypatch, capsy
 def test_every_flag_has_help():
     for action in step.build_parser()._actions:
         assert action.help, f"{action.option_strings} has no help"
+
+
+def test_both_parquet_paths_write_identical_parts(tmp_path, monkeypatch):
+    make_sources(tmp_path / "src", n_files=2, rows=600)
+    keywords = ["Madrid", "Barajas", "São Paulo"]
+    for name in ("polars", "pyarrow"):
+        monkeypatch.setenv("CITY_IDENTITY_PARQUET_ENGINE", name)
+        assert run(tmp_path / name, "--keywords", *keywords, "--source", tmp_path / "src") == 0
+    assert read_parts(tmp_path / "polars").equals(read_parts(tmp_path / "pyarrow"))

@@ -132,3 +132,11 @@ def test_a_corrupt_shard_on_the_hub_is_skipped_and_the_run_goes_on(hub_server, t
     doc = json.loads((tmp_path / "d" / "metadata" / "_stats.json").read_text())
     assert doc["files_done"] == 1 and doc["files_failed"][0]["file"] == SHARD.format(1)
     assert f"skipped {SHARD.format(1)}: ArrowInvalid" in capsys.readouterr().err
+
+
+def test_unreachable_hub_is_one_line_exit_2(hub_server, tmp_path, capsys):
+    url = hub_server.url
+    hub_server.stop()  # the port now refuses connections
+    assert run(tmp_path, "--token", hub_server.token) == 2
+    assert error_line(capsys) == (f"error: cannot reach the Hugging Face Hub at {url} (ConnectError): check the "
+                                  "network, or use --source with local copies of the files")
