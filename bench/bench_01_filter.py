@@ -47,6 +47,8 @@ def prepare_ours(keyword: str, threads: int):
     from common.sources import prefer_jemalloc, read_matches
 
     prefer_jemalloc()  # as step 01 does
+    if os.environ.get("CITY_IDENTITY_PARQUET_ENGINE") != "pyarrow":
+        import polars  # noqa: F401  (imported once per process, as the polars engine's is)
     # load pyarrow's compute kernels once, as any run over more than one batch has (not timed)
     CaptionMatcher(compile_keywords([keyword])).match(pa.array(["warm up", keyword]))
 
@@ -72,6 +74,8 @@ def prepare_ours_part(keyword: str, threads: int):
 
     from common.paths import DataTree
     from common.sources import SourceFile, prefer_jemalloc
+
+    import polars  # noqa: F401  (imported once per process, as the polars engine's is)
 
     prefer_jemalloc()  # as step 01 does
     step = importlib.import_module("01_download_and_filter")

@@ -74,3 +74,15 @@ def test_empty_and_all_null_columns_match_nothing():
     for arr in (pa.array([], pa.string()), pa.nulls(5, pa.string())):
         rows, which = CaptionMatcher(compile_keywords(["Madrid"])).match(arr)
         assert rows.dtype == np.int64 and len(rows) == 0 and len(which) == 0
+
+
+@pytest.mark.parametrize("keywords", KEYWORD_SETS)
+@pytest.mark.parametrize("case_sensitive", [False, True])
+def test_polars_prefilter_lets_every_true_match_through(keywords, case_sensitive):
+    pl = pytest.importorskip("polars")
+    m = CaptionMatcher(compile_keywords(keywords, "word", case_sensitive), "word", case_sensitive)
+    pattern = m.prefilter_regex()
+    if pattern is None:
+        pytest.skip("no needle: this keyword set takes the RE2-on-every-row path")
+    kept = pl.DataFrame({"c": TRICKY, "row": range(len(TRICKY))}).filter(pl.col("c").str.contains(pattern))
+    assert set(oracle(TRICKY, keywords, "word", case_sensitive)[0]) <= set(kept["row"].to_list())
