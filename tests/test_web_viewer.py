@@ -473,3 +473,21 @@ def test_viewer_source_has_no_html_sinks_and_no_remote_urls():
     remote = re.compile(r"""(src|href)\s*=\s*["'](https?:)?//|@import|url\(\s*["']?(https?:)?//""")
     assert {name: sinks.findall(text) for name, text in sources.items() if sinks.search(text)} == {}
     assert {name: remote.findall(text) for name, text in sources.items() if remote.search(text)} == {}
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"version": 2}, "manifest.json has version 2; this viewer reads version 1"),
+    ({"levels": []}, "manifest.json lists no grid levels"),
+    ({"row_tiles": {"n": 3, "pattern": "rows/{tx}_{ty}.json"}},
+     "manifest.json: row_tiles needs a pattern and an n that divides every grid level"),
+])
+def test_unreadable_manifest_is_one_line_in_the_page(tmp_path, browser, web_server, override, message):  # noqa: F811
+    make_export(tmp_path, rows=30, manifest_overrides=override)
+    p = Page(browser, web_server(tmp_path))
+    try:
+        p.page.goto(p.server.url + "index.html")
+        p.wait("state.error !== null")
+        assert p.page.locator("#error").text_content() == f"Cannot show this export: {message}."
+        p.assert_clean()
+    finally:
+        p.context.close()

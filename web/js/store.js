@@ -47,16 +47,26 @@ export class Store {
   async loadManifest() {
     const m = await this.fetchJson('manifest.json');
     performance.mark('viewer:manifest');
+    if (!m || typeof m !== 'object') throw new Error('manifest.json is not a JSON object');
     if (m.version !== 1) throw new Error(`manifest.json has version ${m.version}; this viewer reads version 1`);
-    const levels = (m.levels || []).map(Number).filter((L) => Number.isInteger(L) && L > 0).sort((a, b) => a - b);
+    // Levels up to 4096: a level's cell lookup is level x level integers.
+    const levels = (Array.isArray(m.levels) ? m.levels : []).map(Number)
+      .filter((L) => Number.isInteger(L) && L > 0 && L <= 4096).sort((a, b) => a - b);
     if (!levels.length) throw new Error('manifest.json lists no grid levels');
-    const n = Number(m.row_tiles && m.row_tiles.n);
-    if (!Number.isInteger(n) || n < 1 || levels.some((L) => L % n)) {
-      throw new Error('manifest.json: row_tiles.n must divide every grid level');
+    const tiles = m.row_tiles || {};
+    const n = Number(tiles.n);
+    if (!Number.isInteger(n) || n < 1 || levels.some((L) => L % n) || typeof tiles.pattern !== 'string') {
+      throw new Error('manifest.json: row_tiles needs a pattern and an n that divides every grid level');
     }
-    for (const L of levels) this.url(m.grids[String(L)]);  // refuse bad paths before any request
     // The file list is for archiving tools, not the map; with a million thumbnails it is most of the heap.
     delete m.files;
+    // Optional parts may be missing from a hand-made or older export: the map still draws.
+    if (!m.sprites || typeof m.sprites !== 'object') m.sprites = {};
+    if (!m.thumbs || typeof m.thumbs.dir !== 'string') m.thumbs = { dir: 'images/256' };
+    if (!Array.isArray(m.clusters)) m.clusters = [];
+    if (!Array.isArray(m.categories)) m.categories = [];
+    if (!m.grids || typeof m.grids !== 'object') throw new Error('manifest.json lists no grid files');
+    for (const L of levels) this.url(m.grids[String(L)]);  // refuse bad paths before any request
     this.levels = levels;
     this.tilesN = n;
     this.manifest = m;
