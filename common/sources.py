@@ -160,7 +160,7 @@ def _parquet_batches(path, name, matcher, url_column, caption_column, batch_rows
         pf = pq.ParquetFile(path)
         _, caption = pick_columns(pf.schema_arrow.names, name, url_column, caption_column)
         prefilter = matcher.prefilter_regex()
-        if prefilter is not None and _polars() is not None:
+        if prefilter is not None and _polars_reads_as(path, pf.schema_arrow):
             yield from _polars_batches(path, pf, caption, matcher, prefilter, batch_rows)
             return
         runs = list(_row_group_runs(pf, batch_rows))
@@ -189,6 +189,19 @@ def _polars():
     except ImportError:
         return None
     return polars if hasattr(polars.LazyFrame, "collect_batches") else None  # streaming batches: polars >= 1.3x
+
+
+def _polars_reads_as(path, schema: pa.Schema) -> bool:
+    """Whether polars is usable here and its columns convert back to the file's own types."""
+    pl = _polars()
+    if pl is None:
+        return False
+    try:
+        empty = pl.scan_parquet(path).head(0).collect().to_arrow()
+        empty.cast(schema)
+    except (pa.ArrowException, pl.exceptions.PolarsError, ValueError, TypeError):
+        return False  # an unusual type: the pyarrow path reads it as it is
+    return True
 
 
 def _polars_batches(path, pf, caption: str, matcher: CaptionMatcher, prefilter: str,

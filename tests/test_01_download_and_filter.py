@@ -257,3 +257,18 @@ def test_both_parquet_paths_write_identical_parts(tmp_path, monkeypatch):
         monkeypatch.setenv("CITY_IDENTITY_PARQUET_ENGINE", name)
         assert run(tmp_path / name, "--keywords", *keywords, "--source", tmp_path / "src") == 0
     assert read_parts(tmp_path / "polars").equals(read_parts(tmp_path / "pyarrow"))
+
+
+def test_a_file_corrupt_inside_a_row_group_is_skipped_with_its_reason(engine, tmp_path, capsys):
+    good = write_relaion_parquet(tmp_path / "src" / "a.parquet", 3_000, rows_per_group=1_000)
+    bad = tmp_path / "src" / "b.parquet"
+    data = bytearray(write_relaion_parquet(bad, 3_000, seed=5, rows_per_group=1_000).read_bytes())
+    page = pq.read_metadata(bad).row_group(1).column(1).data_page_offset  # the caption column
+    data[page + 40: page + 4_000] = bytes((i * 37) % 256 for i in range(3_960))
+    bad.write_bytes(bytes(data))
+    assert run(tmp_path / "d", "--keywords", "Madrid", "--source", tmp_path / "src") == 0
+    doc = json.loads((tmp_path / "d" / "metadata" / "_stats.json").read_text())
+    assert [f["file"] for f in doc["files_failed"]] == [str(bad)]
+    assert "thrift" in doc["files_failed"][0]["reason"]
+    assert kept_rows(tmp_path / "d") == expected_rows([good], ["Madrid"])
+    assert not (tmp_path / "d" / "metadata" / "part-00001.parquet").exists()
