@@ -264,6 +264,8 @@ def test_search_marks_representatives_at_once_then_members_from_row_tiles(page, 
     assert s["search"]["rowMatches"] == sum(query.lower() in c.lower() for c in export.captions)
     assert s["cellsShown"] == len(expected)
     assert "matching rows" in page.page.locator("#search-status").text_content()
+    # The row pass runs in a worker: its requests are recorded too, so assert_clean covers them.
+    assert len({u for u in page.requests if "/rows/" in u}) == s["search"]["tilesTotal"]
     page.assert_clean()
 
 

@@ -1,20 +1,19 @@
 // Text search over captions. Two passes, so results show at once and then complete:
 // 1. immediately, the representatives' captions in every loaded grid (and in grids loaded later);
-// 2. progressively, every row of every row tile, fetched a few at a time; a cell is marked when
-//    any of its members matches. Progress is shown as "tiles searched / total".
-const PARALLEL_TILES = 2;
+// 2. progressively, every row of every row tile, read by a worker (search-worker.js); a cell is
+//    marked when any of its members matches. Progress is shown as "tiles searched / total".
 
 export class Search {
   constructor(store, onUpdate) {
     this.store = store;
     this.onUpdate = onUpdate;
     this.query = '';
-    this.generation = 0;
     this.rowHits = new Map();   // level -> Uint8Array(level * level), from the row pass
     this.tilesDone = 0;
     this.tilesTotal = 0;
     this.rowMatches = 0;
     this.done = true;
+    this.worker = null;
     store.gridListeners.push((grid) => this.markGrid(grid));
   }
 
@@ -25,7 +24,8 @@ export class Search {
   set(raw) {
     const query = String(raw || '').trim().toLowerCase();
     if (query === this.query) return;
-    this.generation += 1;
+    if (this.worker) this.worker.terminate();  // a new query: the old scan stops where it is
+    this.worker = null;
     this.query = query;
     this.rowHits = new Map();
     this.tilesDone = 0;
@@ -38,11 +38,35 @@ export class Search {
       return;
     }
     for (const L of this.store.levels) this.rowHits.set(L, new Uint8Array(L * L));
-    const keys = this.store.tileKeys();
-    this.tilesTotal = keys.length;
-    this.done = keys.length === 0;
+    const n = this.store.tilesN;
+    const urls = [];
+    for (const key of this.store.tileKeys()) {
+      try { urls.push(this.store.url(this.store.tilePath(key % n, Math.floor(key / n)))); } catch (err) { this.store.report(err); }
+    }
+    this.tilesTotal = urls.length;
+    this.done = urls.length === 0;
     this.onUpdate();
-    this.scan(keys, this.generation);
+    if (urls.length) this.scan(query, urls);
+  }
+
+  scan(query, urls) {
+    const worker = new Worker(new URL('./search-worker.js', import.meta.url));
+    this.worker = worker;
+    worker.onmessage = (event) => {
+      if (worker !== this.worker) return;
+      const msg = event.data;
+      if (msg.done) {
+        this.done = true;
+        worker.terminate();
+        this.worker = null;
+      } else {
+        if (msg.error) this.store.report(new Error(msg.error));
+        this.markRows(msg.x, msg.y);
+        this.tilesDone += 1;
+      }
+      this.onUpdate();
+    };
+    worker.postMessage({ query, urls });
   }
 
   markGrid(grid) {
@@ -52,33 +76,12 @@ export class Search {
     grid.hits = hits;
   }
 
-  async scan(keys, generation) {
-    const n = this.store.tilesN;
-    let next = 0;
-    const worker = async () => {
-      while (next < keys.length && generation === this.generation) {
-        const key = keys[next++];
-        const tile = await this.store.fetchTile(key % n, Math.floor(key / n));
-        if (generation !== this.generation) return;
-        if (tile) this.markRows(tile);
-        this.tilesDone += 1;
-        this.onUpdate();
-      }
-    };
-    await Promise.all(Array.from({ length: PARALLEL_TILES }, worker));
-    if (generation === this.generation) {
-      this.done = true;
-      this.onUpdate();
-    }
-  }
-
-  markRows(tile) {
-    for (const row of tile.rows) {
-      if (!row.caption.toLowerCase().includes(this.query)) continue;
-      this.rowMatches += 1;
+  markRows(xs, ys) {
+    this.rowMatches += xs.length;
+    for (let r = 0; r < xs.length; r++) {
       for (const [L, hits] of this.rowHits) {
-        const i = Math.min(Math.floor(row.x * L), L - 1);
-        const j = Math.min(Math.floor(row.y * L), L - 1);
+        const i = Math.max(0, Math.min(Math.floor(xs[r] * L), L - 1));
+        const j = Math.max(0, Math.min(Math.floor(ys[r] * L), L - 1));
         hits[j * L + i] = 1;
       }
     }
