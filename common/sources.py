@@ -36,6 +36,7 @@ PARQUET_SUFFIXES = (".parquet",)
 CSV_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
 BATCH_ROWS = 100_000  # rows per read (whole row groups): bounds memory whatever the file's size
 READ_AHEAD = 2  # batches of one file in flight at once (pyarrow path)
+POLARS_WINDOW_ROWS = 1_000_000  # rows per polars query (whole row groups)
 ENGINE_VARIABLE = "CITY_IDENTITY_PARQUET_ENGINE"  # "pyarrow" switches the polars path off
 CSV_BLOCK_BYTES = 16 << 20
 
@@ -208,17 +209,22 @@ def _polars_batches(path, pf, caption: str, matcher: CaptionMatcher, prefilter: 
                     batch_rows: int) -> Iterator[Batch]:
     """polars' parquet reader evaluates the needle pre-filter on the caption column and decodes
     the other columns only for the rows that pass (late materialisation: most of a file is never
-    decoded); RE2 then decides on those few rows, exactly as on the pyarrow path."""
+    decoded); RE2 then decides on those few rows, exactly as on the pyarrow path.
+
+    The file is queried one window of whole row groups at a time, so memory is bounded by a
+    window's candidates whatever the file's size (one streaming query over the whole file would
+    queue candidates faster than they are written).
+    """
     pl = _polars()
-    schema = pf.schema_arrow
-    yield Batch(pf.metadata.num_rows)  # every row is scanned by the pre-filter
-    lazy = pl.scan_parquet(path).filter(pl.col(caption).str.contains(prefilter))
+    schema, start = pf.schema_arrow, 0
     try:
-        for frame in lazy.collect_batches(chunk_size=batch_rows):
-            table = frame.to_arrow().cast(schema)
+        for groups in _row_group_runs(pf, POLARS_WINDOW_ROWS):
+            n = sum(pf.metadata.row_group(g).num_rows for g in groups)
+            window = pl.scan_parquet(path).slice(start, n).filter(pl.col(caption).str.contains(prefilter))
+            table = window.collect().to_arrow().cast(schema)
+            start += n
             rows, which = matcher.match(table[caption])
-            if len(rows):
-                yield Batch(0, table.take(pa.array(rows)), which)
+            yield Batch(n, table.take(pa.array(rows)), which) if len(rows) else Batch(n)
     except pl.exceptions.PolarsError as e:
         raise SourceError(_reason(e)) from None
 
