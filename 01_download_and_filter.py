@@ -28,14 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 from tqdm import tqdm
 
 from common import hub
 from common.caption_filter import CaptionMatcher, build_matcher
 from common.cli import UserError, add_overwrite, entrypoint, parser
 from common.files import list_parts
-from common.match import compile_keywords
 from common.metadata_parts import PartWriter, output_schema, output_table, read_part_info, rename_for_output, sum_parts
 from common.paths import DataTree, stats_file
 from common.sources import (SourceError, SourceFile, expand_local, pick_columns, prefer_jemalloc, read_matches,

@@ -76,13 +76,17 @@ def prepare_ours_part(keyword: str, threads: int):
     from common.sources import SourceFile, prefer_jemalloc
 
     import polars  # noqa: F401  (imported once per process, as the polars engine's is)
+    import pyarrow as pa
+
+    from common.caption_filter import CaptionMatcher
+    from common.match import compile_keywords
 
     prefer_jemalloc()  # as step 01 does
     step = importlib.import_module("01_download_and_filter")
-    step.CaptionMatcher(step.compile_keywords([keyword])).match(step.pa.array(["warm up", keyword]))
+    CaptionMatcher(compile_keywords([keyword])).match(pa.array(["warm up", keyword]))
 
     def job(src: Path, dst: Path) -> int:
-        matcher = step.CaptionMatcher(step.compile_keywords([keyword]))
+        matcher = CaptionMatcher(compile_keywords([keyword]))
         job = step.Job(DataTree(dst.parent / "ours_part"), matcher, {"keywords": [keyword]}, stop=threading.Event())
         report = step.FileReport(SourceFile(0, str(src)))
         step.filter_into_part(src, report.source, job, report)
