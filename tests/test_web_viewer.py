@@ -183,6 +183,7 @@ def test_coarser_level_stays_drawn_while_finer_sprites_load(page, export, server
         page.zoom_at(x, y, 1)
         if page.state()["wantedLevel"] == 128:
             break
+    page.wait("state.wantedLevel === 128 && state.drawnLevels.includes(128)")
     s = page.state()
     assert s["drawnLevels"] == [64, 128]
     parent = export.cell(64, cell["i"] // 2, cell["j"] // 2)
@@ -493,3 +494,22 @@ def test_unreadable_manifest_is_one_line_in_the_page(tmp_path, browser, web_serv
         p.assert_clean()
     finally:
         p.context.close()
+
+
+def test_opened_as_a_file_the_page_says_to_serve_the_folder(export, browser):
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        page = context.new_page()
+        page.goto((export.folder / "index.html").as_uri())
+        page.wait_for_timeout(500)
+        boot = page.locator("#boot")
+        assert boot.is_visible()
+        assert "python -m http.server 8000" in boot.text_content()
+    finally:
+        context.close()
+
+
+def test_served_the_loading_note_is_gone(page):
+    page.open()
+    assert page.page.locator("#boot").count() == 0
+    page.assert_clean()

@@ -29,6 +29,7 @@ class Viewer {
 
   async start() {
     performance.mark('viewer:start');
+    document.getElementById('boot').remove();  // the script runs: not opened as a file
     try {
       const manifest = await this.store.loadManifest();
       // First paint needs only the coarsest grid and its few sheets: ask for them before
