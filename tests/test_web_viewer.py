@@ -319,9 +319,7 @@ def test_two_finger_pinch_zooms_the_map(browser, server):
 
 
 # ------------------------------------------------------------------------------------------------ CSV export
-def test_shift_drag_exports_the_region_rows_as_quoted_csv(page, export):
-    page.open()
-    a, b = page.point(0.935, 0.035), page.point(0.975, 0.07)
+def shift_drag_download(page, a, b) -> str:
     page.page.keyboard.down("Shift")
     page.page.mouse.move(*a)
     page.page.mouse.down()
@@ -329,7 +327,13 @@ def test_shift_drag_exports_the_region_rows_as_quoted_csv(page, export):
     with page.page.expect_download() as info:
         page.page.mouse.up()
     page.page.keyboard.up("Shift")
-    text = Path(info.value.path()).read_text(encoding="utf-8")
+    return Path(info.value.path()).read_text(encoding="utf-8")
+
+
+def test_shift_drag_exports_the_region_rows_as_quoted_csv(page, export):
+    page.open()
+    a, b = page.point(0.935, 0.035), page.point(0.975, 0.07)
+    text = shift_drag_download(page, a, b)
     box = page.state()["lastExport"]
     inside = [r for r in range(len(export.ids))
               if box["x0"] <= export.x[r] <= box["x1"] and box["y0"] <= export.y[r] <= box["y1"]]
@@ -343,6 +347,17 @@ def test_shift_drag_exports_the_region_rows_as_quoted_csv(page, export):
     assert by_id[export.ids[3]]["caption"] == "'-2+3"
     assert by_id[export.ids[4]]["caption"] == "'@SUM(A1)"
     assert np.isclose(float(by_id[export.ids[1]]["x"]), 0.95)
+    assert page.page.locator("#notice").text_content() == f"Exported {len(inside):,} rows to selected-rows.csv"
+    # With a filter, only the rows of that domain category are exported.
+    category = export.categories[1]
+    page.page.select_option("#category", category)
+    page.wait(f"state.filters.category === {category!r}")
+    rows = list(csv.DictReader(io.StringIO(shift_drag_download(page, a, b), newline="")))
+    box = page.state()["lastExport"]
+    inside = [r for r in range(len(export.ids)) if export.categories[r] == category
+              and box["x0"] <= export.x[r] <= box["x1"] and box["y0"] <= export.y[r] <= box["y1"]]
+    assert sorted(r["id"] for r in rows) == sorted(export.ids[r] for r in inside)
+    assert {r["category"] for r in rows} == {category}
     page.assert_clean()
 
 

@@ -1,15 +1,12 @@
 // The viewer: loads manifest.json from its own folder, then draws the map and wires the controls.
 // window.__viewer exposes the live state (level, what was drawn, search progress) for checks.
 import { Camera } from './camera.js';
-import { toCsv } from './csv.js';
 import { attachInput } from './input.js';
 import { Panels, fmt } from './panels.js';
 import { Renderer, memberRect } from './render.js';
 import { Search } from './search.js';
 import { Store } from './store.js';
 import { cellOf } from './tables.js';
-
-const CSV_COLUMNS = ['id', 'x', 'y', 'caption', 'url', 'domain', 'category', 'cluster'];
 
 class Viewer {
   constructor() {
@@ -173,33 +170,31 @@ class Viewer {
     return tile ? tile.members(level, i, j) : [];
   }
 
-  // Rows inside a screen rectangle (after the filters), read from the row tiles it touches.
-  async regionRows(x0, y0, x1, y1, progress = () => {}) {
-    const n = this.store.tilesN;
-    const [a, b] = [cellOf(x0, n), cellOf(x1, n)];
-    const [c, d] = [cellOf(y0, n), cellOf(y1, n)];
-    const rows = [];
-    let done = 0;
-    for (let ty = c; ty <= d; ty++) {
-      for (let tx = a; tx <= b; tx++) {
-        progress(done++, (b - a + 1) * (d - c + 1));
-        if (!this.store.tileExists(tx, ty)) continue;
-        const tile = await this.store.fetchTile(tx, ty);
-        if (!tile) continue;
-        for (const row of tile.rows) {
-          if (row.x >= x0 && row.x <= x1 && row.y >= y0 && row.y <= y1 && this.rowPassesFilters(row)) rows.push(row);
-        }
-      }
-    }
-    return rows;
-  }
-
-  async exportRegion(sel) {
+  // The rows inside a selected rectangle (after the filters), read from the row tiles it touches
+  // and written as CSV by a worker (tiles-worker.js), then downloaded.
+  exportRegion(sel) {
     const [x0, y0] = this.camera.toWorld(Math.min(sel.x0, sel.x1), Math.min(sel.y0, sel.y1));
     const [x1, y1] = this.camera.toWorld(Math.max(sel.x0, sel.x1), Math.max(sel.y0, sel.y1));
-    const rows = await this.regionRows(x0, y0, x1, y1,
-      (done, total) => this.panels.setStatus(`Exporting rows: tile ${fmt(done + 1)} of ${fmt(total)}`));
-    const csv = toCsv(CSV_COLUMNS, rows.map((r) => CSV_COLUMNS.map((c) => r[c])));
+    const box = { x0, y0, x1, y1 };
+    const n = this.store.tilesN;
+    const urls = [];
+    for (let ty = cellOf(y0, n); ty <= cellOf(y1, n); ty++) {
+      for (let tx = cellOf(x0, n); tx <= cellOf(x1, n); tx++) {
+        if (this.store.tileExists(tx, ty)) urls.push(this.store.url(this.store.tilePath(tx, ty)));
+      }
+    }
+    const worker = new Worker(new URL('./tiles-worker.js', import.meta.url), { type: 'module' });
+    worker.onmessage = (event) => {
+      const msg = event.data;
+      if (msg.error) this.store.report(new Error(msg.error));
+      if (msg.progress) this.panels.notice(`Exporting rows: tile ${fmt(msg.progress)} of ${fmt(urls.length)}`);
+      if (msg.csv !== undefined) this.download(msg.csv, msg.rows, box);
+      if (msg.done) worker.terminate();
+    };
+    worker.postMessage({ task: 'region', urls, box, filters: this.filters });
+  }
+
+  download(csv, rows, box) {
     const url = URL.createObjectURL(new Blob([csv], { type: 'text/csv;charset=utf-8' }));
     const link = document.createElement('a');
     link.href = url;
@@ -209,8 +204,8 @@ class Viewer {
     link.remove();
     setTimeout(() => URL.revokeObjectURL(url), 10000);
     this.state.exports += 1;
-    this.state.lastExport = { x0, y0, x1, y1, rows: rows.length };
-    this.panels.setStatus(`Exported ${fmt(rows.length)} rows to selected-rows.csv`);
+    this.state.lastExport = { ...box, rows };
+    this.panels.notice(`Exported ${fmt(rows)} rows to selected-rows.csv`);
   }
 
   // For checks and scripted tours: page coordinates of a map point.

@@ -148,6 +148,8 @@ export class Panels {
 
   setStatus(text) { this.status.textContent = text; }
 
+  notice(text) { document.getElementById('notice').textContent = text; }
+
   showError(text) {
     this.errorEl.textContent = text;
     this.errorEl.hidden = false;

@@ -1,6 +1,6 @@
 // Text search over captions. Two passes, so results show at once and then complete:
 // 1. immediately, the representatives' captions in every loaded grid (and in grids loaded later);
-// 2. progressively, every row of every row tile, read by a worker (search-worker.js); a cell is
+// 2. progressively, every row of every row tile, read by a worker (tiles-worker.js); a cell is
 //    marked when any of its members matches. Progress is shown as "tiles searched / total".
 
 export class Search {
@@ -50,7 +50,7 @@ export class Search {
   }
 
   scan(query, urls) {
-    const worker = new Worker(new URL('./search-worker.js', import.meta.url));
+    const worker = new Worker(new URL('./tiles-worker.js', import.meta.url), { type: 'module' });
     this.worker = worker;
     worker.onmessage = (event) => {
       if (worker !== this.worker) return;
@@ -66,7 +66,7 @@ export class Search {
       }
       this.onUpdate();
     };
-    worker.postMessage({ query, urls });
+    worker.postMessage({ task: 'search', query, urls });
   }
 
   markGrid(grid) {
