@@ -528,3 +528,26 @@ def test_served_the_loading_note_is_gone(page):
     page.open()
     assert page.page.locator("#boot").count() == 0
     page.assert_clean()
+
+
+def test_a_missing_file_is_named_and_the_rest_of_the_map_still_works(tmp_path, browser, web_server):  # noqa: F811
+    make_export(tmp_path, rows=300, spread=0.03)
+    (tmp_path / "grid_128.json").unlink()
+    p = Page(browser, web_server(tmp_path))
+    try:
+        p.open()
+        assert p.state()["level"] == 64
+        for _ in range(10):
+            p.zoom_at(0.5, 0.5, 1)
+            if p.state()["wantedLevel"] == 128:
+                break
+        p.page.wait_for_function("() => document.getElementById('notice').textContent.includes('grid_128')")
+        assert p.page.locator("#notice").text_content() == "Could not load grid_128.json: HTTP 404"
+        assert p.state()["drawnLevels"] == [64]  # level 64 goes on showing in its place
+        (tmp_path / "grid_64.json").unlink()
+        p.page.reload()
+        p.wait("state.error !== null")
+        assert p.page.locator("#error").text_content() == "Cannot show this export: grid_64.json: HTTP 404."
+        assert p.page_errors == []
+    finally:
+        p.context.close()

@@ -21,6 +21,7 @@ class Viewer {
     this.selection = null;
     this.pending = false;
     this.started = false;
+    this.errorsShown = 0;
     this.state = { ready: false, error: null, frames: 0, firstPaintMs: null, spritesPaintMs: null, exports: 0 };
   }
 
@@ -44,6 +45,7 @@ class Viewer {
       attachInput(this);
       this.started = true;
       await gridReady;
+      if (!this.store.grids.has(first)) throw new Error(this.store.errors[this.store.errors.length - 1]);
       this.state.ready = true;
       this.requestDraw();
     } catch (err) {
@@ -101,6 +103,11 @@ class Viewer {
         tilesTotal: this.search.tilesTotal, rowMatches: this.search.rowMatches },
       cache: { sheets: this.store.sheets.size, thumbs: this.store.thumbs.size, tiles: this.store.tiles.size },
     });
+    // A file that failed (a grid level, a row tile, a sprite sheet) is named in the notice line.
+    if (this.store.errors.length > this.errorsShown) {
+      this.errorsShown = this.store.errors.length;
+      this.panels.notice(`Could not load ${this.store.errors[this.errorsShown - 1]}`);
+    }
     const level = stats.mode === 'thumbs' ? 'single images' : `level ${stats.level ?? '…'}`;
     this.panels.setStatus(`${fmt(this.store.manifest.rows || 0)} images · ${level}`);
   }

@@ -41,7 +41,11 @@ export class Store {
   async fetchJson(path) {
     const response = await fetch(this.url(path));
     if (!response.ok) throw new Error(`${path}: HTTP ${response.status}`);
-    return response.json();
+    try {
+      return await response.json();
+    } catch {
+      throw new Error(`${path}: not valid JSON`);
+    }
   }
 
   async loadManifest() {
@@ -163,10 +167,12 @@ export class Store {
         entry.ready = true;
         this.onChange();
       })
-      .catch(() => {
+      .catch((err) => {
         if (released) return;  // evicted while loading: a later request starts afresh
         cache.delete(key);
         this.failed.add(key);
+        // A missing sprite sheet is a broken export; a missing thumbnail is a row without one.
+        if (cache === this.sheets) this.report(err.message.startsWith(path) ? err : new Error(`${path}: ${err.message}`));
         this.onChange();
       })
       .finally(done);
