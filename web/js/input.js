@@ -88,12 +88,6 @@ export function attachInput(viewer) {
     viewer.requestDraw();
   }, { passive: false });
 
-  canvas.addEventListener('dblclick', (e) => {
-    const [x, y] = local(e);
-    viewer.camera.zoomAt(x, y, 2);
-    viewer.requestDraw();
-  });
-
   window.addEventListener('keydown', (e) => {
     if (e.target instanceof HTMLInputElement || e.target instanceof HTMLSelectElement) return;
     const cam = viewer.camera;
