@@ -551,3 +551,14 @@ def test_a_missing_file_is_named_and_the_rest_of_the_map_still_works(tmp_path, b
         assert p.page_errors == []
     finally:
         p.context.close()
+
+
+def test_plus_minus_and_zero_keys_zoom_and_reset(page):
+    page.open()
+    fit = page.state()["scale"]
+    for key, expected in (("+", fit * 1.5), ("+", fit * 2.25), ("-", fit * 1.5), ("0", fit)):
+        frames = page.state()["frames"]
+        page.page.keyboard.press(key)
+        page.wait(f"state.frames > {frames}")
+        assert page.state()["scale"] == pytest.approx(expected, rel=1e-6)
+    page.assert_clean()
