@@ -5,7 +5,7 @@ import { cellOf } from './tables.js';
 
 export const MIN_CELL_PX = 12;     // a level is used once its cells are at least this wide
 export const THUMB_CELL_PX = 48;   // finest cells this wide open into their members' thumbnails
-const MIN_MEMBER_PX = 6;           // below this a member is a coloured square, not an image
+const MIN_MEMBER_PX = 6;           // a cell opens only if each member gets at least this many px
 const THUMB_BUDGET = 400;          // members shown as thumbnails at once (decoded images are capped)
 const BACKGROUND = '#101014';
 const DIM_ALPHA = 0.14;

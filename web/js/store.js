@@ -213,7 +213,7 @@ export class Store {
     return null;
   }
 
-  // Fetch a row tile (shared by drawing, the gallery, search and CSV export).
+  // Fetch a row tile (shared by drawing and the gallery; search and CSV read tiles in the worker).
   fetchTile(tx, ty) {
     const key = ty * this.tilesN + tx;
     const cached = this.tiles.peek(key);
