@@ -7,8 +7,9 @@ bigrams and trigrams keep the city ("downtown madrid") but not those that start 
 stop word ("of the").
 
 Writes data/analysis/words.csv, bigrams.csv and trigrams.csv (term, count, captions, share: count
-is occurrences, captions how many captions contain the term, share = captions / all captions),
-a bar chart of each (words.png, ...) and _stats_text.json.
+is occurrences, captions how many captions contain the term, share = captions / all captions;
+ranked by captions, so one caption repeating a phrase cannot top the list), a bar chart of each
+(words.png, ...) and _stats_text.json.
 
     python 02_analyze_text.py --city "Madrid"
     python 02_analyze_text.py --city "New York" --keywords NYC --top 200 --data-dir data/nyc
@@ -121,8 +122,9 @@ def write_outputs(tree: DataTree, counter: NgramCounter, top: int, city: str) ->
         table = counter.top(n, top).to_pandas()
         table["share"] = (table["captions"] / max(counter.captions, 1)).round(6)
         write_csv(table, tree.analysis_csv(name))
-        bar_chart(table["term"].tolist(), table["count"].tolist(),
-                  f"Top {name} in {counter.captions:,} captions ({city})", "occurrences", tree.analysis_chart(name))
+        bar_chart(table["term"].tolist(), table["captions"].tolist(),
+                  f"Top {name} in {counter.captions:,} captions ({city})", "captions containing it",
+                  tree.analysis_chart(name))
         written[name] = {"distinct": len(counter.tables[n]), "rows": len(table),
                          "count_error_bound": counter.error_bound(n)}
     return written

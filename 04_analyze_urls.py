@@ -132,6 +132,8 @@ def main(argv=None) -> int:
                 domains=len(df), reasons={k: REASONS[k] for k in stats.reasons},
                 categories={r.category: int(r.count) for r in cats.itertuples()})
     print(f"{len(df):,} domains -> {tree.analysis_csv('top_domains')}")
+    if df.empty:
+        print("warning: no URL has a registered domain; the reasons are below and in _stats_urls.json")
     for r in cats.itertuples():
         print(f"  {r.category:<22} {r.count:>12,}  {r.share:7.2%}")
     print(stats.summary())

@@ -231,13 +231,18 @@ class NgramCounter:
         return pa.table({"term": term, "count": table.counts[idx], "captions": table.captions[idx]})
 
     def top(self, order: int, n: int) -> pa.Table:
-        """The n most frequent terms, most frequent first, ties in alphabetical order."""
-        counts = self.tables[order].counts
-        if len(counts) > n:
-            cutoff = np.partition(counts, len(counts) - n)[len(counts) - n]
-            candidates = np.flatnonzero(counts >= cutoff)
+        """The n terms found in the most captions, then by occurrences, ties in alphabetical order.
+
+        Ranking by captions, not occurrences, keeps one caption that repeats a phrase 400 times
+        (LAION has such spam) from topping the table.
+        """
+        captions = self.tables[order].captions
+        if len(captions) > n:
+            cutoff = np.partition(captions, len(captions) - n)[len(captions) - n]
+            candidates = np.flatnonzero(captions >= cutoff)
         else:
-            candidates = np.arange(len(counts))
+            candidates = np.arange(len(captions))
         table = self.terms(order, candidates)
-        table = table.take(pc.sort_indices(table, [("count", "descending"), ("term", "ascending")]))
+        keys = [("captions", "descending"), ("count", "descending"), ("term", "ascending")]
+        table = table.take(pc.sort_indices(table, keys))
         return table.slice(0, n)

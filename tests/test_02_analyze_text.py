@@ -74,6 +74,14 @@ def test_counts_and_shares_are_per_caption(metadata):
     assert bigrams.loc["madrid madrid", "share"] == pytest.approx(1 / 7, abs=1e-6)
 
 
+def test_phrases_rank_by_captions_so_one_repetitive_caption_cannot_top_them(tmp_path):
+    write_part(tmp_path / "metadata", 0, ["very long caption " * 50, "Royal Palace, Madrid", "royal palace gardens"])
+    step.main(["--city", "Madrid", "--data-dir", str(tmp_path)])
+    bigrams = pd.read_csv(tmp_path / "analysis" / "bigrams.csv")
+    assert bigrams.iloc[0].tolist()[:3] == ["royal palace", 2, 2]
+    assert bigrams.set_index("term").loc["very long", "count"] == 50
+
+
 def test_stop_words_follow_each_captions_language(metadata):
     step.main(["--city", "Madrid", "--data-dir", str(metadata)])
     words = read(metadata, "words")
@@ -95,7 +103,7 @@ def test_top_limits_rows_and_charts_are_png(metadata):
     step.main(["--city", "Madrid", "--top", "3", "--data-dir", str(metadata)])
     words = pd.read_csv(metadata / "analysis" / "words.csv")
     assert len(words) == 3 and list(words.columns) == ["term", "count", "captions", "share"]
-    assert words["count"].is_monotonic_decreasing
+    assert words["captions"].is_monotonic_decreasing
     for name in ("words", "bigrams", "trigrams"):
         assert (metadata / "analysis" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
