@@ -125,14 +125,17 @@ def tags_current(tree: DataTree, key: dict) -> bool:
 def write_tags(tree: DataTree, clip, key: dict) -> dict:
     concepts = read_vocab(key["vocabulary"])
     concept_emb = clip.encode_concepts(concepts)
-    seen, rows = set(), []
-    for table, emb in shards.iter_success(tree):
-        keep = [j for j, i in enumerate(table.column("id").to_pylist()) if not (i in seen or seen.add(i))]
-        if keep:
-            ids = [table.column("id")[j].as_py() for j in keep]
-            rows.extend(top_tags(ids, emb[keep].astype("float32"), concepts, concept_emb, clip.logit_scale, key["k"]))
-    edges = write_tags_csv(rows, tree.tags_file)
-    return {**key, "edges": edges, "images": len(seen),
+    seen: set[str] = set()
+
+    def edges():
+        for table, emb in shards.iter_success(tree):
+            ids = table.column("id").to_pylist()
+            keep = [j for j, i in enumerate(ids) if not (i in seen or seen.add(i))]  # an image once
+            yield from top_tags([ids[j] for j in keep], emb[keep].astype("float32"), concepts, concept_emb,
+                                clip.logit_scale, key["k"])
+
+    count = write_tags_csv(edges(), tree.tags_file)
+    return {**key, "edges": count, "images": len(seen),
             "confidence": "softmax over the vocabulary of cosine similarity x the model's logit scale"}
 
 

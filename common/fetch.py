@@ -20,6 +20,7 @@ import random
 import socket
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
@@ -36,6 +37,7 @@ NO_RETRY = {403, 404, 410}
 RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 MAX_RETRY_AFTER = 60.0  # a server asking for a longer pause gets recorded as a failure instead
 CHUNK = 64 * 1024
+MAX_POOLS = 256
 
 
 @dataclass
@@ -119,7 +121,9 @@ class Fetcher:
         self.draft_size, self.keep_bytes = draft_size, keep_bytes
         # a trickling server could keep every read under `timeout` for ever: cap the whole body too
         self.deadline = max(30.0, 3 * timeout)
-        self._pool_cache: dict[tuple, urllib3.connectionpool.HTTPConnectionPool] = {}
+        # one connection pool per host, least recently used closed first: a LAION run meets a
+        # million hosts, and idle keep-alive sockets must not pile up to the open-file limit
+        self._pool_cache: OrderedDict[tuple, urllib3.connectionpool.HTTPConnectionPool] = OrderedDict()
         self._host_slots: dict[str, threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()
         self._pool_size = pool_size
@@ -206,16 +210,22 @@ class Fetcher:
 
     def _pool(self, scheme: str, host: str, port: int, address: str):
         key = (scheme, host, port, address)
+        size = min(self.per_host, self._pool_size)
         with self._lock:
             pool = self._pool_cache.get(key)
-            if pool is None:
-                if scheme == "https":
-                    pool = urllib3.HTTPSConnectionPool(address, port, maxsize=self._pool_size, server_hostname=host,
-                                                       assert_hostname=host, cert_reqs="CERT_REQUIRED",
-                                                       ca_certs=certifi.where())
-                else:
-                    pool = urllib3.HTTPConnectionPool(address, port, maxsize=self._pool_size)
-                self._pool_cache[key] = pool
+            if pool is not None:
+                self._pool_cache.move_to_end(key)
+                return pool
+            if scheme == "https":
+                pool = urllib3.HTTPSConnectionPool(address, port, maxsize=size, server_hostname=host,
+                                                   assert_hostname=host, cert_reqs="CERT_REQUIRED",
+                                                   ca_certs=certifi.where())
+            else:
+                pool = urllib3.HTTPConnectionPool(address, port, maxsize=size)
+            self._pool_cache[key] = pool
+            while len(self._pool_cache) > MAX_POOLS:
+                # closing only drops idle sockets; a request still using one returns it closed
+                self._pool_cache.popitem(last=False)[1].close()
             return pool
 
     def _slot(self, host: str) -> threading.BoundedSemaphore:

@@ -9,12 +9,11 @@ The output is the second recipe's Gephi edge table: Source (image id), Target (t
 from __future__ import annotations
 
 import csv
-import io
 from pathlib import Path
 
 import numpy as np
 
-from common.files import write_text
+from common.files import atomic_path
 
 TAG_COLUMNS = ("Source", "Target", "Weight")
 
@@ -41,13 +40,12 @@ def top_tags(ids, image_emb: np.ndarray, concepts: list[str], concept_emb: np.nd
 
 
 def write_tags_csv(rows, path: Path) -> int:
-    """Write the edge table atomically; returns the number of edges."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(TAG_COLUMNS)
+    """Stream the edge table to disk atomically (a million images make millions of edges)."""
     n = 0
-    for source, target, weight in rows:
-        writer.writerow((source, target, f"{weight:.6f}"))
-        n += 1
-    write_text(buf.getvalue(), path)
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(TAG_COLUMNS)
+        for source, target, weight in rows:
+            writer.writerow((source, target, f"{weight:.6f}"))
+            n += 1
     return n

@@ -19,7 +19,8 @@ from common.paths import DataTree
 from sample import images as sample
 from tests.conftest import ROOT, load_step
 from tests.image_server import image_server  # noqa: F401
-from tests.tiny_clip import ColourClip, register
+from tests.hub_server import hub_server  # noqa: F401
+from tests.tiny_clip import ColourClip, checkpoint_files, register
 
 FAULTS = {  # route -> the status its row must end with
     "/status/404": "http_404", "/once429/a": "success", "/once500/a": "success", "/slow": "timeout",
@@ -257,3 +258,36 @@ def test_nothing_embedded_exits_non_zero(step, image_server, tmp_path, capsys):
 def test_every_flag_has_help(step):
     for action in step.build_parser()._actions:
         assert action.help, f"{action.option_strings} has no help"
+
+
+def test_changed_tag_settings_redo_only_the_tags(step, image_server, tmp_path, capsys):
+    tree = DataTree(tmp_path / "d")
+    write_input(tree, [image_server.url(f"/hold/{i}") for i in range(3)])
+    assert step.main(base_args(tree, "--tags-k", "2")) == 0
+    hits, npy = len(image_server.hits("/hold/")), tree.embeddings_file(0).read_bytes()
+    assert step.main(base_args(tree, "--tags-k", "3")) == 0
+    assert len(tree.tags_file.read_text().splitlines()) == 1 + 3 * 3
+    assert len(image_server.hits("/hold/")) == hits and tree.embeddings_file(0).read_bytes() == npy
+    capsys.readouterr()
+    assert step.main(base_args(tree, "--tags-k", "3")) == 0
+    assert "nothing to do" in capsys.readouterr().out
+
+
+def test_noai_decision_can_be_changed_explicitly(step, image_server, tmp_path):
+    tree = DataTree(tmp_path / "d")
+    write_input(tree, [image_server.url("/noai")])
+    assert step.main(base_args(tree, "--no-respect-noai")) == 0
+    assert all_index(tree).column("status").to_pylist() == ["success"]
+
+
+def test_hub_model_is_recorded_for_step_06(step, image_server, hub_server, tmp_path):
+    files, _ = checkpoint_files(seed=3)
+    hub_server.add_repo("city-test/tiny-clip", files, repo_type="model")
+    tree = DataTree(tmp_path / "d")
+    write_input(tree, [image_server.url("/hold/1")])
+    args = base_args(tree)
+    at = args.index("--model")
+    args[at:at + 4] = ["--model", "hf-hub:city-test/tiny-clip"]  # no --pretrained: the repo's weights
+    assert step.main(args) == 0
+    stats = json.loads((tree.embeddings / "_stats.json").read_text())
+    assert (stats["model"], stats["pretrained"], stats["dim"]) == ("hf-hub:city-test/tiny-clip", None, 32)
