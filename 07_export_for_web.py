@@ -119,7 +119,7 @@ def thumbnails(args, tree: DataTree, rows) -> dict:
     elif len(missing):
         outcomes["missing, not downloaded"] = len(missing)
     pairs = [(tree.thumbnail(i), tree.export_thumbnail(i)) for i in rows.ids[in_cache].tolist()]
-    counts = export_thumbs.export_thumbnails(pairs, args.overwrite)
+    counts = export_thumbs.export_thumbnails(pairs, exported, args.overwrite)
     print("thumbnails: " + ", ".join(f"{n:,} {how}" for how, n in sorted(counts.items()) if n))
     rows.has_thumb = in_cache | in_export
     outcomes["without a thumbnail"] = int((~rows.has_thumb).sum())

@@ -23,6 +23,8 @@ from common.images import save_thumbnail
 THUMB_SIZE = 256
 JPEG_QUALITY = 85
 SAMPLE = 16
+# linking is impossible here (another file system, no permission, too many links): copy instead
+LINK_ERRORS = (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES)
 
 
 def cache_is_small(paths: list[Path], size: int = THUMB_SIZE) -> bool:
@@ -52,28 +54,38 @@ def link_or_copy(src: Path, dst: Path) -> str:
 
     An existing dst (--overwrite) is replaced through a temporary sibling, so it is never missing.
     """
-    target = dst.with_name(dst.name + ".tmp") if dst.exists() else dst
     try:
-        os.link(src, target)
-        how = "linked"
-    except FileExistsError:  # a .tmp left by an interrupted run
-        target.unlink()
-        return link_or_copy(src, dst)
+        os.link(src, dst)
+        return "linked"
+    except FileExistsError:
+        tmp = dst.with_name(dst.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError as e:
+            if e.errno not in LINK_ERRORS:
+                raise
+            return _copy(src, dst)
+        os.replace(tmp, dst)
+        return "linked"
     except OSError as e:
-        if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EACCES):
+        if e.errno not in LINK_ERRORS:
             raise
-        with atomic_path(dst) as tmp:
-            shutil.copyfile(src, tmp)
-        return "copied"
-    if target != dst:
-        os.replace(target, dst)
-    return how
+        return _copy(src, dst)
 
 
-def export_thumbnails(pairs: list[tuple[Path, Path]], overwrite: bool, size: int = THUMB_SIZE) -> Counter:
-    """Put every (cached, exported) pair in place; counts linked / copied / shrunk / already there."""
+def _copy(src: Path, dst: Path) -> str:
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
+    return "copied"
+
+
+def export_thumbnails(pairs: list[tuple[Path, Path]], already: set[str], overwrite: bool,
+                      size: int = THUMB_SIZE) -> Counter:
+    """Put every (cached, exported) pair in place, skipping exported files whose id is in `already`
+    (one directory listing instead of a stat per file); counts linked / copied / shrunk / already there."""
     counts: Counter[str] = Counter()
-    todo = [(s, d) for s, d in pairs if overwrite or not d.exists()]
+    todo = pairs if overwrite else [(s, d) for s, d in pairs if d.stem not in already]
     counts["already there"] = len(pairs) - len(todo)
     if not todo:
         return counts
