@@ -132,8 +132,9 @@ def read_tag_edges(path: Path, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray,
 
 
 def _tag_layout(tags, code, img_x, img_sy, weight, tag_nodes: Path):
-    """Tag positions (screen coords) and sizes: step 06's network layout if it wrote one, else the
-    weighted mean position of each tag's images, sized by weighted degree."""
+    """Tag positions (screen coords) and sizes: step 06's network layout if it wrote one (sized by its
+    size, weight or degree column), else the weighted mean position of each tag's images, sized by
+    weighted degree."""
     w = np.clip(weight, 1e-9, None)
     wdeg = np.bincount(code, w, len(tags))
     tx = np.bincount(code, w * img_x, len(tags)) / wdeg
@@ -145,8 +146,9 @@ def _tag_layout(tags, code, img_x, img_sy, weight, tag_nodes: Path):
         ok = hit >= 0
         tx[ok] = laid["x"].to_numpy(float)[hit[ok]]
         tsy[ok] = 1.0 - laid["y"].to_numpy(float)[hit[ok]]
-        if "size" in laid and ok.any():
-            s = laid["size"].to_numpy(float)[hit[ok]]
+        weight_column = next((c for c in ("size", "weight", "degree") if c in laid), None)
+        if weight_column and ok.any():
+            s = laid[weight_column].to_numpy(float)[hit[ok]]
             size[ok] = 8.0 + 52.0 * s / max(s.max(), 1e-9)
     return tx, tsy, size
 

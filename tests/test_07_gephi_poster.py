@@ -99,7 +99,8 @@ def test_gephi_limit_keeps_the_coarse_representatives_first(tmp_path, capsys):
 def test_tag_positions_come_from_step_06_network_layout_when_present(tmp_path):
     tree = DataTree.at(tmp_path / "data")
     make_inputs(tree, n=60, seed=9)
-    pd.DataFrame({"tag": ["plaza"], "x": [0.0], "y": [1.0], "size": [5.0]}).to_parquet(tree.tag_nodes_file)
+    pd.DataFrame({"tag": ["plaza"], "x": [0.0], "y": [1.0], "degree": [3], "weight": [5.0]}).to_parquet(
+        tree.tag_nodes_file)
     assert run(tree, "--poster-size", "0") == 0
     g = nx.read_gexf(tree.gexf_file)
     position = g.nodes["tag:plaza"]["viz"]["position"]
