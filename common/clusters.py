@@ -8,7 +8,8 @@ A cluster's name has two parts, both scored:
 - terms: its most distinctive caption words by c-TF-IDF (a cluster's captions taken as one
   document; tf = the word's share of the cluster's words, idf = log(1 + A / f), with A the mean
   word count per cluster and f the word's count over all clusters; each caption counts a word
-  once; a word must be in 2+ of the cluster's captions and more frequent there than overall).
+  once; a word must be in 2+ of the cluster's captions, and in a larger share of them than of
+  all clustered captions).
 
 scikit-learn's HDBSCAN builds its spanning tree in O(n^2) (80k points: ~50 s here; 1M: hours),
 so past `sample` points it clusters a seeded random sample and gives every other point the
@@ -171,18 +172,22 @@ def ctfidf_terms(captions: list[str | None], labels: np.ndarray, k: int, top: in
         return [[] for _ in range(k)]
     inside = np.flatnonzero(labels >= 0)
     onehot = sp.csr_matrix((np.ones(len(inside)), (labels[inside], inside)), shape=(k, len(docs)))
-    per_cluster = (onehot @ x).toarray() if k * x.shape[1] <= 50_000_000 else None
-    if per_cluster is None:
-        return _ctfidf_sparse(onehot @ x, vectorizer.get_feature_names_out(), top, min_captions)
-    return _ctfidf_dense(per_cluster, vectorizer.get_feature_names_out(), top, min_captions)
+    sizes = np.bincount(labels[inside], minlength=k)
+    vocab = vectorizer.get_feature_names_out()
+    if k * x.shape[1] > 50_000_000:
+        return _ctfidf_sparse(onehot @ x, sizes, vocab, top, min_captions)
+    return _ctfidf_dense((onehot @ x).toarray(), sizes, vocab, top, min_captions)
 
 
-def _ctfidf_dense(counts: np.ndarray, vocab, top: int, min_captions: int) -> list[list[tuple[str, float]]]:
+def _ctfidf_dense(counts: np.ndarray, sizes: np.ndarray, vocab, top: int,
+                  min_captions: int) -> list[list[tuple[str, float]]]:
+    """counts[c, t] = captions of cluster c with word t; sizes[c] = captions in cluster c."""
     totals = counts.sum(axis=0)
     avg_words = counts.sum() / max(len(counts), 1)
     idf = np.log1p(avg_words / np.maximum(totals, 1))
     tf = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    over = tf > totals / max(totals.sum(), 1) * OVER_REPRESENTED
+    # share of the cluster's captions with the word vs share of all clustered captions
+    over = counts / np.maximum(sizes, 1)[:, None] > totals / max(sizes.sum(), 1) * OVER_REPRESENTED
     score = np.where((counts >= min_captions) & over, tf * idf, 0.0)
     out = []
     for row in score:
@@ -191,7 +196,8 @@ def _ctfidf_dense(counts: np.ndarray, vocab, top: int, min_captions: int) -> lis
     return out
 
 
-def _ctfidf_sparse(counts: sp.csr_matrix, vocab, top: int, min_captions: int) -> list[list[tuple[str, float]]]:
+def _ctfidf_sparse(counts: sp.csr_matrix, sizes: np.ndarray, vocab, top: int,
+                   min_captions: int) -> list[list[tuple[str, float]]]:
     """Same as the dense form, one cluster row at a time, for huge vocabularies x many clusters."""
     counts = sp.csr_matrix(counts)
     totals = np.asarray(counts.sum(axis=0)).ravel()
@@ -202,7 +208,7 @@ def _ctfidf_sparse(counts: sp.csr_matrix, vocab, top: int, min_captions: int) ->
         row = counts.getrow(i)
         cols, vals = row.indices, row.data
         tf = vals / max(vals.sum(), 1)
-        over = tf > totals[cols] / max(totals.sum(), 1) * OVER_REPRESENTED
+        over = vals / max(sizes[i], 1) > totals[cols] / max(sizes.sum(), 1) * OVER_REPRESENTED
         score = np.where((vals >= min_captions) & over, tf * idf[cols], 0.0)
         best = [j for j in np.argsort(-score, kind="stable")[:top] if score[j] > 0]
         out.append([(str(vocab[cols[j]]), float(score[j])) for j in best])

@@ -110,9 +110,9 @@ def load_embedded(tree: DataTree, dtype=np.float32) -> Embedded:
         fingerprint.append((tree.embeddings_file(n).name, int(arr.shape[0])))
         filled += kept
         del chunk
-    meta = pa.concat_tables(metas, promote_options="default")
+    meta = pa.concat_tables(metas, promote_options="permissive")  # shards may differ in string widths
     # a view, not a copy: dropped rows only shorten the array
-    return Embedded(vectors[:filled], meta, fingerprint, dropped)
+    return Embedded(vectors[:filled], meta, fingerprint, Counter({k: v for k, v in dropped.items() if v}))
 
 
 def model_of(tree: DataTree) -> tuple[str, str | None]:

@@ -41,6 +41,10 @@ def test_ctfidf_keeps_words_over_represented_in_a_cluster_and_drops_city_and_sto
     assert set(words0[:2]) == {"dusk", "harbour"} and words0[2:] == ["boats"]
     assert set(words1) == {"gothic", "cathedral", "night"}
     assert "madrid" not in words0 + words1 and "the" not in words0 + words1 and "with" not in words0
+    # a word in every caption stays out even where captions are short (its share of words is larger there)
+    short = clusters.ctfidf_terms(["Madrid river"] * 4 + ["Madrid at the big gothic old cathedral"] * 4,
+                                  np.repeat([0, 1], 4), k=2, top=3)
+    assert [t for t, _ in short[0]] == ["river"]
     assert "boats" not in words1  # in cluster 1 less often than in the collection
     assert all(score > 0 for t in terms for _, score in t)
 
@@ -49,10 +53,12 @@ def test_ctfidf_sparse_and_dense_paths_agree():
     rng = np.random.default_rng(1)
     vocab = np.array([f"w{i}" for i in range(40)])
     counts = rng.integers(0, 6, size=(5, 40)).astype(float)
+    sizes = np.array([5, 6, 7, 5, 9])
     import scipy.sparse as sp
 
-    dense = clusters._ctfidf_dense(counts, vocab, top=4, min_captions=2)
-    sparse = clusters._ctfidf_sparse(sp.csr_matrix(counts), vocab, top=4, min_captions=2)
+    dense = clusters._ctfidf_dense(counts, sizes, vocab, top=4, min_captions=2)
+    sparse = clusters._ctfidf_sparse(sp.csr_matrix(counts), sizes, vocab, top=4, min_captions=2)
+    assert any(dense)
     assert [[t for t, _ in row] for row in dense] == [[t for t, _ in row] for row in sparse]
     np.testing.assert_allclose([s for row in dense for _, s in row], [s for row in sparse for _, s in row])
 

@@ -313,3 +313,22 @@ def test_default_vocabulary_is_the_one_step_05_tagged_with(tmp_path, fake_text_m
     code, out, _ = run(["--data-dir", str(tmp_path)])
     assert code == 0 and "naming clusters with 2 concepts embedded by ViT-B-32 (none)" in out
     assert fake_text_model == [("ViT-B-32", "none", ["bridge", "night"])]
+
+
+def test_repeated_ids_and_non_finite_vectors_are_dropped_and_counted(tmp_path):
+    x, truth = clustered_vectors(per_cluster=1)
+    x = x[:4].copy()
+    x[3] = np.nan  # a vector float16 could not hold
+    write_step05(tmp_path, x, captions_for(truth[:4]), shard_rows=2)
+    tree = DataTree.at(tmp_path)
+    # shard 1 repeats shard 0's first image (step 05 gives rows sharing a URL the same id)
+    index = pq.read_table(tree.index_file(1)).to_pandas()
+    index.loc[index["status"] == "success", "id"] = [row_id("http://img.test/0.jpg"), index["id"].iloc[-1]]
+    pq.write_table(pa.Table.from_pandas(index, preserve_index=False), tree.index_file(1))
+    code, out, err = run(["--data-dir", str(tmp_path), "--no-concepts"])
+    assert code == 0, err
+    assert pq.read_table(tree.projection_file).column("url").to_pylist() == ["http://img.test/0.jpg",
+                                                                           "http://img.test/1.jpg"]
+    stats = json.loads(stats_file(tree.projection).read_text())
+    assert (stats["rows_in"], stats["rows_out"]) == (4, 2)
+    assert stats["dropped"] == {"duplicate_id": 1, "non_finite_embedding": 1}
