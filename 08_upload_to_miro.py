@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None,
                    help="place only N images, the densest cells first (useful for testing)")
     p.add_argument("--level", type=int, default=None,
-                   help="grid level to place (64, 128 or 256; default: the finest whose whole grid fits "
-                        "--limit, else the coarsest)")
+                   help="grid level to place (64, 128 or 256; default: the coarsest level with enough cells "
+                        "to fill --limit, the coarsest without --limit)")
     p.add_argument("--frame", action=argparse.BooleanOptionalAction, default=True,
                    help="put the map in a new frame titled with the city, date and parameters (default: on)")
     p.add_argument("--labels", action=argparse.BooleanOptionalAction, default=True,
@@ -84,12 +84,16 @@ def check_args(args) -> None:
         raise UserError("--board is required: the board id (e.g. uXjVOabc123=) or the board's URL")
 
 
-def make_plan(tree: DataTree, args, namespace: str) -> Plan:
+def make_plan(tree: DataTree, args, ledger: Ledger | None) -> Plan:
     manifest = load_manifest(tree)
     levels = sorted(int(lv) for lv in manifest["levels"])
-    wanted = [args.level] if args.level in levels else levels
+    level = args.level
+    if level is None and ledger and ledger.layout and ledger.items and not args.replace:
+        level = ledger.layout["level"]          # finishing a map: keep its level whatever --limit says now
+    wanted = [level] if level in levels else levels
     grids = {lv: read_grid(tree, manifest, lv) for lv in wanted}
-    level = choose_level(levels, {lv: len(g) for lv, g in grids.items()}, args.limit, args.level)
+    level = choose_level(levels, {lv: len(g) for lv, g in grids.items()}, args.limit, level)
+    namespace = ledger.namespace if ledger else "00000000"
     layout = Layout(level=level, spacing=args.spacing or round(args.base_width * 1.1, 1), base_width=args.base_width,
                     min_width=min(args.min_width or args.base_width / 4, args.base_width), frame=args.frame)
     skipped: dict = {}
@@ -154,6 +158,27 @@ def run(board: MiroBoard, ledger: Ledger, plan: Plan, args) -> tuple[Placer, lis
     return placer, left
 
 
+def report(stats: StepStats, tree: DataTree, args, plan: Plan, ledger: Ledger, placer: Placer,
+           unconfirmed: int) -> None:
+    """`_stats.json` (last) and the one-line summary."""
+    tally, gate = placer.tally, placer.board.gate
+    stats.rows_in = plan.cells_at_level
+    stats.rows_out = sum(1 for k in ledger.items if k.startswith("cell:"))
+    for reason, n in plan.skipped.items():
+        stats.drop(reason, n)
+    if args.limit is not None:
+        stats.drop("over_limit", max(plan.cells_at_level - len(plan.images) - sum(plan.skipped.values()), 0))
+    stats.write(tree.miro, args, packages=("miro-api",), board=ledger.board, layout=plan.layout.as_dict(),
+                placed=dict(tally.placed), found_after_ambiguous_answers=tally.adopted,
+                duplicates_removed=tally.duplicates, removed=tally.deleted, unconfirmed=unconfirmed,
+                rate_limited=gate.rate_limited, rate_limit_wait_seconds=round(gate.waited, 1),
+                items_per_minute=round(placer.rate(), 1))
+    kinds = ", ".join(f"{v:,} {k}" for k, v in sorted(tally.placed.items())) or "none"
+    print(f"{STEP}: placed {sum(tally.placed.values()):,} new items ({kinds}), found {tally.adopted:,} already on "
+          f"the board, removed {tally.deleted:,}; {placer.rate():,.0f} items/min, {gate.waited:,.1f}s waiting on the "
+          f"rate limit ({gate.rate_limited:,} answers 429); ledger {ledger.path}")
+
+
 @entrypoint
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
@@ -162,7 +187,7 @@ def main(argv=None) -> int:
     stats = StepStats(STEP)
     board_name = board_id(args.board) if args.board else None
     ledger = Ledger.load(tree.miro_ledger(board_name), board_name) if board_name else None
-    plan = make_plan(tree, args, ledger.namespace if ledger else "00000000")
+    plan = make_plan(tree, args, ledger)
     if ledger:
         check_layout(ledger, plan, args.replace)
     print(describe(plan, ledger, args.replace))
@@ -188,22 +213,7 @@ def main(argv=None) -> int:
               "run the same command again later to finish", file=sys.stderr)
         return EXIT_UNFINISHED
     ledger.finish(complete=not left)
-    tally = placer.tally
-    stats.rows_in = plan.cells_at_level
-    stats.rows_out = sum(1 for k in ledger.items if k.startswith("cell:"))
-    for reason, n in plan.skipped.items():
-        stats.drop(reason, n)
-    if args.limit is not None:
-        stats.drop("over_limit", max(plan.cells_at_level - len(plan.images) - sum(plan.skipped.values()), 0))
-    stats.write(tree.miro, args, packages=("miro-api",), board=board_name, layout=plan.layout.as_dict(),
-                placed=dict(tally.placed), found_after_ambiguous_answers=tally.adopted,
-                duplicates_removed=tally.duplicates, removed=tally.deleted, unconfirmed=len(left),
-                rate_limited=board.gate.rate_limited, rate_limit_wait_seconds=round(board.gate.waited, 1),
-                items_per_minute=round(placer.rate(), 1))
-    print(f"{STEP}: placed {sum(tally.placed.values()):,} new items ({', '.join(f'{v:,} {k}' for k, v in sorted(tally.placed.items())) or 'none'}), "
-          f"found {tally.adopted:,} already on the board, removed {tally.deleted:,}; "
-          f"{placer.rate():,.0f} items/min, {board.gate.waited:,.1f}s waiting on the rate limit "
-          f"({board.gate.rate_limited:,} answers 429); ledger {ledger.path}")
+    report(stats, tree, args, plan, ledger, placer, len(left))
     if left:
         print(f"error: {len(left):,} items are still unconfirmed after {args.retries + 1} attempts: run the same "
               "command again to finish (nothing will be placed twice)", file=sys.stderr)

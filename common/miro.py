@@ -39,6 +39,7 @@ MAX_UPLOAD_BYTES = 6 * 1024 * 1024          # "Maximum file size is 6 MB"
 CREDITS_PER_MINUTE = 100_000                # per user and app
 COST = {"read": 50, "create": 100, "list": 100, "delete": 500}   # Level 1, 2, 2, 3
 LIST_PAGE = "50"                            # `limit` is a string, 10..50
+_SAME = 1e-3                                # reset times closer than this name one window
 
 
 class MiroUnavailable(Exception):
@@ -60,13 +61,19 @@ class _Transient(Exception):
 # ---------------------------------------------------------------------------- credit gate
 @dataclass
 class CreditGate:
-    """What the headers say is left of this window's credits; callers wait for the reset when it runs out."""
+    """What the headers say is left of this window's credits; callers wait for the reset when it runs out.
+
+    Credits are reserved before a request is sent, so concurrent requests never overspend what is
+    known. Answers that arrive after a refill but belong to the previous window are ignored.
+    """
 
     remaining: float | None = None
     limit: float | None = None
-    reset_at: float = 0.0                    # UNIX time of the next refill
-    waited: float = 0.0                      # seconds spent waiting on the rate limit
+    reset_at: float = 0.0                    # UNIX time of the next refill (0: not known yet)
+    waited: float = 0.0                      # wall-clock seconds spent waiting on the rate limit
     rate_limited: int = 0                    # 429 answers seen
+    _stale_before: float = 0.0               # reset time of the last window refilled locally
+    _counted: float = 0.0                    # the reset whose wait is already in `waited`
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def acquire(self, cost: int) -> None:
@@ -74,24 +81,36 @@ class CreditGate:
             with self._lock:
                 now = time.time()
                 if self.reset_at and now >= self.reset_at and self.limit is not None:
-                    self.remaining, self.reset_at = self.limit, 0.0
+                    self.remaining, self._stale_before, self.reset_at = self.limit, self.reset_at, 0.0
+                if self.remaining is not None and self.remaining < cost and not self.reset_at:
+                    # spent, but no reset known to wait for: let requests through; their answers
+                    # (or a 429's Reset header) tell us where the window stands
+                    self.remaining = None
                 if self.remaining is None or self.remaining >= cost:
                     if self.remaining is not None:
                         self.remaining -= cost
                     return
-                pause = max(self.reset_at - now, 0.0) + 0.02 if self.reset_at else 1.0
-                self.waited += pause
-            time.sleep(pause)
+                target = self.reset_at + 0.02
+                if self.reset_at != self._counted:   # one reset, many waiting threads: count it once
+                    self.waited += target - now
+                    self._counted = self.reset_at
+            time.sleep(max(target - now, 0.0))
 
     def observe(self, headers) -> None:
         limit, left, reset = (_header(headers, f"X-RateLimit-{k}") for k in ("Limit", "Remaining", "Reset"))
         with self._lock:
             if limit is not None:
                 self.limit = limit
-            if reset is not None and reset > self.reset_at + 0.5:
-                # a new window: its count wins over what the old window's bookkeeping said
+            # every answer of one window names the same reset time, so exact comparisons are safe
+            if reset is not None and reset <= self._stale_before + _SAME:
+                return                            # an answer from a window already refilled here
+            if reset is not None and self.reset_at and reset > self.reset_at + _SAME:
+                # Miro started a new window before our clock said so: its count is the truth
                 self.reset_at, self.remaining = reset, left
-            elif left is not None:
+                return
+            if reset is not None and not self.reset_at:
+                self.reset_at = reset
+            if left is not None:
                 self.remaining = left if self.remaining is None else min(self.remaining, left)
 
     def blocked(self, headers) -> float:
@@ -106,6 +125,9 @@ class CreditGate:
                 self.reset_at = reset
             else:
                 self.reset_at = now + (retry_after if retry_after else 1.0)
+            if self.reset_at != self._counted:
+                self.waited += self.reset_at - now
+                self._counted = self.reset_at
             return self.reset_at - now
 
 

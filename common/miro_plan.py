@@ -131,17 +131,16 @@ def read_grid(tree: DataTree, manifest: dict, level: int) -> list[dict]:
 
 
 def choose_level(levels: list[int], counts: dict[int, int], limit: int | None, wanted: int | None) -> int:
-    """--level if given; else the finest level whose whole grid fits --limit; else the coarsest."""
+    """--level if given; else the coarsest level with enough cells to fill --limit (the finest if none
+    has): coarse cells stand for more rows each. Without --limit, the coarsest."""
     if wanted is not None:
         if wanted not in levels:
             raise UserError(f"--level {wanted} is not in the export (levels {', '.join(map(str, levels))})")
         return wanted
     levels = sorted(levels)
-    if limit is not None:
-        fitting = [lv for lv in levels if counts[lv] <= limit]
-        if fitting:
-            return fitting[-1]
-    return levels[0]
+    if limit is None:
+        return levels[0]
+    return next((lv for lv in levels if counts[lv] >= limit), levels[-1])
 
 
 def _image_width(path: Path, size: float) -> float:

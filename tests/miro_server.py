@@ -1,5 +1,8 @@
 """A Miro REST API v2 on 127.0.0.1, for the tests and the benchmark of step 08.
 
+Run alone (`python -m tests.miro_server`) it serves until Ctrl-C and prints the URL, board and
+token to pass to 08_upload_to_miro.py, for trying the step offline.
+
 The real `miro_api` client is pointed at it. It checks what the documented API checks: the bearer
 token, the board, the paths, the JSON bodies of frames and texts, and the multipart body of an
 image upload (a `resource` file part, at most 6 MB, and an optional `data` part holding a JSON
@@ -61,7 +64,7 @@ class MiroState:
     window: float = 60.0
     latency: float = 0.0                  # seconds added to every create (a real upload takes time)
     faults: deque = field(default_factory=deque)   # next creates: (status, landed) or ("drop", True)
-    storm: int = 0                        # the next N requests are answered 429 whatever the budget
+    storm: int = 0                        # the next N creates are answered 429 whatever the budget
     requests: list = field(default_factory=list)   # (method, path, status)
     next_id: int = 3458764612345678000
     window_start: float | None = None
@@ -104,7 +107,7 @@ class MiroState:
         self.boards[board][item_id] = item
         return item
 
-    def charge(self, cost: int) -> tuple[bool, dict]:
+    def charge(self, cost: int, create: bool = False) -> tuple[bool, dict]:
         """Spend credits from the current window; (allowed, rate-limit headers)."""
         with self.lock:
             now = time.time()
@@ -116,8 +119,9 @@ class MiroState:
                     self.window_start += self.window
                 self.used = 0
             reset = self.window_start + self.window
-            allowed = self.storm <= 0 and self.used + cost <= self.budget
-            if self.storm > 0:
+            stormy = create and self.storm > 0
+            allowed = not stormy and self.used + cost <= self.budget
+            if stormy:
                 self.storm -= 1
             if allowed:
                 self.used += cost
@@ -301,7 +305,7 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "boardNotFound", "board not found")
         cost = COSTS["GET board"] if (method, kind) == ("GET", None) else \
             COSTS["GET items"] if method == "GET" else COSTS[method]
-        allowed, rl = state.charge(cost)
+        allowed, rl = state.charge(cost, create=method == "POST")
         if not allowed:
             err = ApiError(429, "tooManyRequests", "Request rate limit exceed")
             err.headers = rl
@@ -403,3 +407,14 @@ def miro_server():
     finally:
         server.shutdown()
         server.server_close()
+
+
+if __name__ == "__main__":
+    srv = start()
+    print(f"loopback Miro API at {srv.url}; try:\n  python 08_upload_to_miro.py --api_url {srv.url} "
+          f"--board {BOARD} --token {TOKEN}\n(Ctrl-C to stop)", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        n = len(srv.state.items())
+        print(f"\n{n:,} items were on the board")

@@ -104,10 +104,28 @@ def test_gate_waits_for_the_reset_when_the_window_is_spent():
     assert gate.remaining == 900
 
 
+def test_gate_never_waits_forever_when_no_reset_is_known():
+    gate = CreditGate(remaining=50, limit=1000)
+    t0 = time.time()
+    gate.acquire(100)
+    assert time.time() - t0 < 0.1
+
+
+def test_gate_follows_windows_shorter_than_a_second():
+    gate = CreditGate()
+    now = time.time()
+    gate.observe({"X-RateLimit-Limit": "200", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": f"{now + 0.1:.3f}"})
+    gate.acquire(100)                       # waits for the refill at now + 0.1
+    gate.observe({"X-RateLimit-Limit": "200", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": f"{now + 0.1:.3f}"})
+    assert gate.remaining == 100            # a late answer from the old window changes nothing
+    gate.observe({"X-RateLimit-Limit": "200", "X-RateLimit-Remaining": "50", "X-RateLimit-Reset": f"{now + 0.4:.3f}"})
+    assert gate.remaining == 50 and gate.reset_at == pytest.approx(now + 0.4)
+
+
 def test_gate_after_a_429_waits_until_the_named_reset():
     gate = CreditGate()
     wait = gate.blocked({"X-RateLimit-Reset": f"{time.time() + 0.2:.3f}"})
-    assert 0.1 < wait <= 0.2 and gate.remaining == 0 and gate.rate_limited == 1
+    assert 0.1 < wait <= 0.21 and gate.remaining == 0 and gate.rate_limited == 1
 
 
 def test_server_answers_429_with_rate_limit_headers_when_credits_run_out(miro_server):
@@ -133,12 +151,14 @@ def test_board_that_is_neither_id_nor_url_is_refused(value):
         board_id(value)
 
 
-def test_level_choice_prefers_the_finest_complete_grid_within_the_limit():
+def test_level_choice_is_the_coarsest_grid_with_enough_cells_for_the_limit():
     counts = {64: 900, 128: 2500, 256: 6000}
     assert choose_level([64, 128, 256], counts, None, None) == 64
-    assert choose_level([64, 128, 256], counts, 3000, None) == 128
     assert choose_level([64, 128, 256], counts, 10, None) == 64
-    assert choose_level([64, 128, 256], counts, 10, 256) == 256
+    assert choose_level([64, 128, 256], counts, 900, None) == 64
+    assert choose_level([64, 128, 256], counts, 3000, None) == 256
+    assert choose_level([64, 128, 256], counts, 99_999, None) == 256
+    assert choose_level([64, 128, 256], counts, 10, 128) == 128
     with pytest.raises(UserError, match="--level 32 is not in the export"):
         choose_level([64, 128, 256], counts, None, 32)
 

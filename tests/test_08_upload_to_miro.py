@@ -138,6 +138,15 @@ def test_limit_places_densest_cells_first_and_rerun_completes_the_map(data, miro
     assert len(cells) == len(set(cells)) == LEVEL_CELLS[64] - 1
 
 
+def test_rerun_without_limit_finishes_the_map_at_the_level_it_started(data, miro_server):
+    assert run(data, miro_server, "--limit", "25", "--no-labels") == 0      # 25 cells: level 128
+    assert len(placed_cells(miro_server.state)) == 25
+    assert run(data, miro_server, "--no-labels") == 0
+    cells = placed_cells(miro_server.state)
+    assert len(cells) == len(set(cells)) == LEVEL_CELLS[128] - 1
+    assert ledger(data)["layout"]["level"] == 128
+
+
 def test_killed_run_resumes_with_every_cell_exactly_once(data, miro_server):
     miro_server.state.latency = 0.03
     cmd = [sys.executable, str(ROOT / "08_upload_to_miro.py"), "--data-dir", str(data), "--board", BOARD,
@@ -149,6 +158,9 @@ def test_killed_run_resumes_with_every_cell_exactly_once(data, miro_server):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    # an upload the server was still processing when the client died lands a moment later, as on
+    # Miro; a workshop lead re-runs seconds later, not within the same millisecond
+    time.sleep(0.3)
     landed = len(miro_server.state.items(type="image"))
     assert 12 <= landed < LEVEL_CELLS[256] - 1, "the run was not killed halfway"
     miro_server.state.latency = 0
@@ -165,7 +177,7 @@ def test_429_storm_ends_with_every_cell_placed(data, miro_server):
     assert run(data, miro_server, "--level", "128") == 0
     cells = placed_cells(state)
     assert len(cells) == len(set(cells)) == LEVEL_CELLS[128] - 1
-    assert sum(state.count(m, 429) for m in ("GET", "POST")) >= 12 and state.count("POST", 429) > 0
+    assert state.count("POST", 429) >= 12
     stats = json.loads((data / "miro" / "_stats.json").read_text())
     assert stats["rate_limited"] >= 12 and stats["unconfirmed"] == 0
 
@@ -215,9 +227,9 @@ def test_dry_run_prints_the_plan_and_touches_nothing_without_a_token(data, miro_
     assert miro_server.state.requests == [] and not (data / "miro").exists()
 
 
-def test_level_defaults_to_the_finest_grid_that_fits_the_limit(data, miro_server, capsys):
-    assert run(data, miro_server, "--dry-run", "--limit", "35") == 0
-    assert "level 128: 29 images of 30 cells" in capsys.readouterr().out
+def test_level_defaults_to_the_coarsest_grid_with_enough_cells_for_the_limit(data, miro_server, capsys):
+    assert run(data, miro_server, "--dry-run", "--limit", "25") == 0
+    assert "level 128: 25 images of 30 cells" in capsys.readouterr().out
     assert run(data, miro_server, "--dry-run", "--limit", "8") == 0
     assert "level 64: 8 images of 18 cells" in capsys.readouterr().out
 
