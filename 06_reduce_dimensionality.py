@@ -188,6 +188,25 @@ def output_table(data, xy: np.ndarray, labels: np.ndarray, names, degree) -> pa.
     return table
 
 
+def cluster_and_name(a, data, xy: np.ndarray, concepts, concept_vectors):
+    hp = clusters.HdbscanParams(a.min_cluster_size, a.min_samples, a.cluster_epsilon, a.cluster_method,
+                                a.cluster_sample, None if a.seed < 0 else a.seed)
+    labels = clusters.hdbscan_clusters(xy, hp)
+    captions = (data.meta.column("caption").to_pylist() if "caption" in data.meta.column_names
+                else [None] * len(labels))
+    names = clusters.name_clusters(labels, data.vectors, captions, concepts, concept_vectors,
+                                   a.label_concepts, a.label_terms)
+    return labels, names, hp.min_cluster_size or clusters.default_min_cluster_size(len(labels))
+
+
+def write_outputs(tree: DataTree, data, xy, labels, names, degree, tag_nodes) -> None:
+    if tag_nodes is not None:
+        write_parquet(tag_nodes, tree.tag_nodes_file)
+    elif tree.tag_nodes_file.exists():
+        tree.tag_nodes_file.unlink()  # left from an earlier network map: it would not match this one
+    write_parquet(output_table(data, xy, labels, names, degree), tree.projection_file)
+
+
 # ---------------------------------------------------------------------------- main
 @entrypoint
 def main(argv=None) -> int:
@@ -207,8 +226,8 @@ def main(argv=None) -> int:
     if not len(data.ids):
         raise UserError(f"no usable embeddings in {tree.embeddings} (see the dropped counts): re-run step 05")
     concepts, concept_vectors = concept_table(tree, a, data.vectors.shape[1])
-    timings, t0 = {}, time.time()
-    degree, tag_nodes = None, None
+    stats_file(tree.projection).unlink(missing_ok=True)  # the old map's record goes first: never a mismatched pair
+    timings, t0, degree, tag_nodes = {}, time.time(), None, None
     if a.layout == "network":
         xy, info, tag_nodes, degree = network_xy(tree, a, data)
     else:
@@ -216,27 +235,17 @@ def main(argv=None) -> int:
         info["not_placed"] = int((~np.isfinite(raw).all(axis=1)).sum())
         xy = layout.to_unit_square(raw)
     timings["layout"], t0 = round(time.time() - t0, 3), time.time()
-    hp = clusters.HdbscanParams(a.min_cluster_size, a.min_samples, a.cluster_epsilon, a.cluster_method,
-                                a.cluster_sample, None if a.seed < 0 else a.seed)
-    labels = clusters.hdbscan_clusters(xy, hp)
-    names = clusters.name_clusters(labels, data.vectors, data.meta.column("caption").to_pylist()
-                                   if "caption" in data.meta.column_names else [None] * len(labels),
-                                   concepts, concept_vectors, a.label_concepts, a.label_terms)
+    labels, names, min_cluster_size = cluster_and_name(a, data, xy, concepts, concept_vectors)
     timings["clusters"] = round(time.time() - t0, 3)
-    if tag_nodes is not None:
-        write_parquet(tag_nodes, tree.tag_nodes_file)
-    elif tree.tag_nodes_file.exists():
-        tree.tag_nodes_file.unlink()  # left from an earlier network map: it would not match this one
-    write_parquet(output_table(data, xy, labels, names, degree), tree.projection_file)
+    write_outputs(tree, data, xy, labels, names, degree, tag_nodes)
     stats.rows_out = len(labels)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     stats.write(tree.projection, params, packages=("numpy", "umap-learn", "scikit-learn", "fa2", "cuml"),
                 layout=a.layout, backend=backend, backend_reason=why, seed=None if a.seed < 0 else a.seed,
                 images=len(labels), dims=int(data.vectors.shape[1]), clusters=len(names),
-                noise=int((labels < 0).sum()), min_cluster_size=hp.min_cluster_size
-                or clusters.default_min_cluster_size(len(labels)), input_shards=[list(s) for s in data.shards],
-                phase_seconds=timings, peak_memory_mb=round(peak_mb, 1),
-                cluster_names=[n.as_dict() for n in names], **info)
+                noise=int((labels < 0).sum()), min_cluster_size=min_cluster_size,
+                input_shards=[list(s) for s in data.shards], phase_seconds=timings,
+                peak_memory_mb=round(peak_mb, 1), cluster_names=[n.as_dict() for n in names], **info)
     print(f"{len(names):,} clusters, {int((labels < 0).sum()):,} images in none; "
           f"peak memory {peak_mb:,.0f} MB -> {tree.projection_file}")
     print(stats.summary())
