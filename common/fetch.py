@@ -163,21 +163,30 @@ class Fetcher:
     def _download(self, url: str) -> tuple[str, bytes]:
         seen = {url}
         for _ in range(self.max_redirects + 1):
-            response = self._request(url)
-            try:
-                if response.status in (301, 302, 303, 307, 308):
-                    location = response.headers.get("Location")
-                    if not location:
-                        raise Failure(f"http_{response.status}", "redirect without a Location header")
-                    url = urljoin(url, location)
-                    if url in seen:
-                        raise Failure("redirect_loop", f"redirect loop back to {url}")
-                    seen.add(url)
-                    continue
-                return url, self._body(response)
-            finally:
-                _discard(response)
+            # the host's slot covers the body too: the cap counts open connections, not requests started
+            with self._slot((urlsplit(url).hostname or "").lower()):
+                hop = self._hop(url, seen)
+            if hop[1] is not None:
+                return hop
+            url = hop[0]
         raise Failure("too_many_redirects", f"more than {self.max_redirects} redirects")
+
+    def _hop(self, url: str, seen: set) -> tuple[str, bytes | None]:
+        """(final url, body), or (redirect target, None) to follow."""
+        response = self._request(url)
+        try:
+            if response.status in (301, 302, 303, 307, 308):
+                location = response.headers.get("Location")
+                if not location:
+                    raise Failure(f"http_{response.status}", "redirect without a Location header")
+                target = urljoin(url, location)
+                if target in seen:
+                    raise Failure("redirect_loop", f"redirect loop back to {target}")
+                seen.add(target)
+                return target, None
+            return url, self._body(response)
+        finally:
+            _discard(response)
 
     def _target(self, url: str) -> tuple[str, str, int, str, str]:
         """(scheme, host, port, checked address, path) or Failure."""
@@ -237,15 +246,14 @@ class Fetcher:
         default_port = 443 if scheme == "https" else 80
         headers = {"Host": host if port == default_port else f"{host}:{port}", "User-Agent": self.user_agent,
                    "Accept": "image/avif,image/webp,image/*,*/*;q=0.8"}
-        with self._slot(host):
-            try:
-                response = self._pool(scheme, host, port, address).urlopen(
-                    "GET", path, headers=headers, redirect=False, retries=False, preload_content=False,
-                    timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout), enforce_content_length=True)
-            except (Urllib3Timeout, socket.timeout) as e:
-                raise Failure("timeout", f"no answer within {self.timeout:g}s", retry_after=0.0) from e
-            except (HTTPError, OSError) as e:
-                raise Failure("connection_error", _short(e), retry_after=0.0) from e
+        try:
+            response = self._pool(scheme, host, port, address).urlopen(
+                "GET", path, headers=headers, redirect=False, retries=False, preload_content=False,
+                timeout=urllib3.Timeout(connect=self.timeout, read=self.timeout), enforce_content_length=True)
+        except (Urllib3Timeout, socket.timeout) as e:
+            raise Failure("timeout", f"no answer within {self.timeout:g}s", retry_after=0.0) from e
+        except (HTTPError, OSError) as e:
+            raise Failure("connection_error", _short(e), retry_after=0.0) from e
         self._check_status(response)
         return response
 
