@@ -34,6 +34,9 @@ from common.stats import StepStats, public_params
 
 STEP = "06_reduce_dimensionality"
 DEFAULT_SEED = 42
+# umap-learn's memory grows ~14 KB per 768-wide image without PCA (its random-projection forest
+# included): ~2 GB at 100k, far past 8 GB at 1M; with PCA to 64 dimensions it stays small
+AUTO_PCA, AUTO_PCA_ROWS = 64, 200_000
 # flags that do not change the map: a re-run with other values still counts as "already done"
 NOT_MAP_PARAMS = {"data_dir", "overwrite", "device"}
 
@@ -56,8 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"random seed: the same input and seed give the same map; -1 = unseeded, multi-threaded (default: {DEFAULT_SEED})")
     add(p, "backend", choices=layout.BACKENDS, default="auto",
         help="UMAP implementation: auto = cuML when cuML and a CUDA GPU are there, else umap-learn (default: auto)")
-    add(p, "pca", type=int, default=0,
-        help="project the embeddings onto their top N principal axes before UMAP, to save memory and time (default: 0 = off)")
+    add(p, "pca", type=int, default=None,
+        help=f"project the embeddings onto their top N principal axes before UMAP; 0 = off (default: "
+             f"{AUTO_PCA} past {AUTO_PCA_ROWS:,} images, which keeps 1M x 768 under 8 GB of RAM, else off)")
     add(p, "min-cluster-size", type=int, default=None,
         help="HDBSCAN: the smallest group of images that counts as a cluster (default: max(5, images / 200))")
     add(p, "min-samples", type=int, default=None, help="HDBSCAN: larger = more points called noise (default: min-cluster-size)")
@@ -93,7 +97,7 @@ def check_args(a) -> None:
         raise UserError(f"--neighbors must be 2 or more (got {a.neighbors}); 15 to 50 is usual")
     if not 0.0 <= a.dist <= 1.0:
         raise UserError(f"--dist must be between 0 and 1 (got {a.dist}); 0.0 to 0.5 is usual")
-    if a.pca < 0 or a.pca == 1:
+    if a.pca is not None and (a.pca < 0 or a.pca == 1):
         raise UserError(f"--pca must be 0 (off) or 2 or more (got {a.pca}); 50 to 100 is usual")
     if a.min_cluster_size is not None and a.min_cluster_size < 2:
         raise UserError(f"--min-cluster-size must be 2 or more (got {a.min_cluster_size})")
@@ -151,10 +155,12 @@ def concept_table(tree: DataTree, a, dim: int) -> tuple[list[str] | None, np.nda
 
 def umap_xy(a, data, backend: str) -> tuple[np.ndarray, dict]:
     x, info = data.vectors, {}
-    if a.pca and a.pca < x.shape[1]:
-        x, kept = layout.pca_reduce(x, a.pca)
+    pca = a.pca if a.pca is not None else (AUTO_PCA if x.shape[0] > AUTO_PCA_ROWS else 0)
+    info["pca"] = pca
+    if pca and pca < x.shape[1]:
+        x, kept = layout.pca_reduce(x, pca)
         info["pca_variance_kept"] = round(kept, 4)
-        print(f"PCA {data.vectors.shape[1]} -> {a.pca} dimensions keeps {kept:.1%} of the variance")
+        print(f"PCA {data.vectors.shape[1]} -> {pca} dimensions keeps {kept:.1%} of the variance")
     params = layout.UmapParams(a.neighbors, a.dist, a.metric, None if a.seed < 0 else a.seed)
     print(f"UMAP on {x.shape[0]:,} x {x.shape[1]} with {backend} ...")
     return layout.umap_layout(x, params, backend), info
@@ -219,7 +225,9 @@ def main(argv=None) -> int:
     stats = StepStats(STEP)
     backend, why = ("fa2", "ForceAtlas2 (fa2, Barnes-Hut)") if a.layout == "network" else layout.choose_backend(a.backend)
     print(f"backend: {backend} ({why})")
-    data = load_embedded(tree, np.float16 if a.pca else np.float32)
+    # float16 as step 05 wrote them (1.5 GB at 1M x 768): PCA reads them a chunk at a time; without
+    # PCA, UMAP gets a float32 copy, which the automatic PCA keeps to collections of modest size
+    data = load_embedded(tree, np.float16)
     stats.rows_in = len(data.ids) + sum(data.dropped.values())
     for reason, n in data.dropped.items():
         stats.drop(reason, n)

@@ -150,7 +150,7 @@ def test_without_cuml_auto_backend_falls_back_to_umap_learn_and_says_so(umap_map
     assert "backend: umap (cuML is not installed, so umap-learn runs on the CPU)" in runs[0]["out"]
     stats = json.loads(stats_file(DataTree.at(runs[0]["root"]).projection).read_text())
     assert stats["backend"] == "umap" and "cuML is not installed" in stats["backend_reason"]
-    assert stats["seed"] == 42 and stats["parameters"]["neighbors"] == 15
+    assert stats["seed"] == 42 and stats["parameters"]["neighbors"] == 15 and stats["pca"] == 0
     assert stats["images"] == 240 and stats["clusters"] == 4 and stats["rows_out"] == 240
     assert stats["peak_memory_mb"] > 0 and stats["phase_seconds"]["layout"] > 0
     assert stats["input_shards"] == [["embeddings-00000.npy", 150], ["embeddings-00001.npy", 90]]
@@ -332,3 +332,20 @@ def test_repeated_ids_and_non_finite_vectors_are_dropped_and_counted(tmp_path):
     stats = json.loads(stats_file(tree.projection).read_text())
     assert (stats["rows_in"], stats["rows_out"]) == (4, 2)
     assert stats["dropped"] == {"duplicate_id": 1, "non_finite_embedding": 1}
+
+
+def test_large_collections_get_pca_first_automatically(tmp_path, monkeypatch, umap_map):
+    monkeypatch.setattr(step, "AUTO_PCA_ROWS", 100)  # "large" = more than 100 images here
+    monkeypatch.setattr(step, "AUTO_PCA", 8)
+    x, truth = clustered_vectors(per_cluster=40, seed=1)
+    write_step05(tmp_path, x, captions_for(truth))
+    code, out, err = run(["--data-dir", str(tmp_path), "--no-concepts", "--neighbors", "15"])
+    assert code == 0, err
+    assert "PCA 32 -> 8 dimensions keeps" in out
+    tree = DataTree.at(tmp_path)
+    stats = json.loads(stats_file(tree.projection).read_text())
+    assert stats["pca"] == 8 and 0.5 < stats["pca_variance_kept"] <= 1.0
+    assert adjusted_rand_score(truth, pq.read_table(tree.projection_file).column("cluster").to_numpy()) >= 0.9
+    code, out, _ = run(["--data-dir", str(tmp_path), "--no-concepts", "--neighbors", "15", "--pca", "0", "--overwrite"])
+    assert code == 0 and "PCA" not in out
+    assert json.loads(stats_file(tree.projection).read_text())["pca"] == 0
