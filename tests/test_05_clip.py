@@ -74,6 +74,16 @@ def test_embeddings_are_unit_length_and_concepts_average_templates(tiny):
     np.testing.assert_allclose(concepts, by_hand, atol=1e-6)
 
 
+def test_text_embeddings_without_padding_equal_open_clip_encode_text(tiny):
+    clip = load_clip(tiny, "none", "cpu")
+    texts = ["a", "a photo of a red tram in the rain.", "#madrid"]
+    tokens = clip.tokenizer(texts)
+    with torch.inference_mode():
+        full = clip.model.encode_text(tokens).float().numpy()
+    full /= np.linalg.norm(full, axis=1, keepdims=True)
+    np.testing.assert_allclose(clip.encode_texts(texts), full, atol=1e-5)
+
+
 def test_pixel_path_matches_open_clip_preprocess(tiny):
     clip = load_clip(tiny, "none", "cpu")
     rng = np.random.default_rng(1)
