@@ -212,7 +212,11 @@ class MiroBoard:
         if status == 413:
             return UserError(f"Miro refused an image as too large (413; the limit is {MAX_UPLOAD_BYTES // 2**20} MB): "
                              "re-run step 07 to rebuild the thumbnails")
-        return RuntimeError(f"Miro answered HTTP {status}: {(body or '')[:300]}")
+        detail = " ".join(str(body or "").split())[:300]
+        if 400 <= status < 500:  # e.g. 400 when the map's frame was deleted on the board by hand
+            return UserError(f"Miro refused a request (HTTP {status}: {detail}); if items of this map were "
+                             "deleted on the board by hand, run again with --replace")
+        return RuntimeError(f"Miro answered HTTP {status}: {detail}")
 
     def call(self, kind: str, param, types: dict):
         """Reads and deletes: safe to repeat, so 429s wait for the reset and 5xx retry a bounded number of times."""

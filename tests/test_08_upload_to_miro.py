@@ -310,3 +310,19 @@ def test_token_never_appears_in_output_or_files(data, miro_server, capsys, monke
 def test_every_flag_has_help():
     for action in step.build_parser()._actions:
         assert action.help, f"{action.option_strings} has no help"
+
+
+def test_frame_deleted_by_hand_is_one_line_pointing_at_replace(data, miro_server, capsys):
+    assert run(data, miro_server, "--limit", "4") == 0
+    state = miro_server.state
+    with state.lock:
+        frame = next(it for it in state.boards[BOARD].values() if it["type"] == "frame")
+        del state.boards[BOARD][frame["id"]]
+    capsys.readouterr()
+    assert run(data, miro_server) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: Miro refused a request (HTTP 400") and last.endswith("run again with --replace")
+    assert run(data, miro_server, "--replace") == 0
+    cells = placed_cells(state)
+    assert len(cells) == len(set(cells)) > 4  # the whole map, each cell once, in a new frame
+    assert len(state.items(type="frame")) == 1
