@@ -3,7 +3,9 @@
 Builds a RE-LAION-like parquet file under `<data-dir>/source/` (captions in several languages,
 the city in many spellings, football noise, duplicates, broken URLs), serves its images from a
 local HTTP server on 127.0.0.1 (one in eleven answers 404, like the web's dead links), then runs
-steps 01 to 08 on it. CLIP runs with random weights (no download is possible offline), so the map's
+steps 01 to 08 on it. The image URLs keep their real-looking host names (stock photo sites, news,
+social media) so that step 04 has domains to count; inside the demo every host name resolves to
+127.0.0.1, so nothing ever leaves the machine. CLIP runs with random weights (no download is possible offline), so the map's
 layout means nothing; everything else is the real pipeline. Step 08 runs as a dry run: it prints
 the Miro plan without a token.
 
@@ -16,6 +18,7 @@ import argparse
 import http.server
 import importlib
 import re
+import socket
 import sys
 import threading
 import time
@@ -50,6 +53,16 @@ class ImageHost(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, *args):  # keep the demo's output to the steps' own summaries
         pass
+
+
+def resolve_everything_to_loopback() -> None:
+    """The sample's hosts (and any other) are answered by the local image host, never the internet."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):
+        return real("127.0.0.1", port, *args, **kwargs)
+
+    socket.getaddrinfo = getaddrinfo
 
 
 def start_image_host() -> tuple[http.server.ThreadingHTTPServer, str]:
@@ -92,11 +105,13 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
 
     started = time.time()
+    resolve_everything_to_loopback()
     server, base_url = start_image_host()
     try:
         source = Path(args.data_dir) / "source" / "relaion-sample.parquet"
         # the image host's port changes every run, so the sample is rebuilt and the steps redo their work
-        write_relaion_parquet(source, args.rows, city=args.city, image_base_url=base_url)
+        port = base_url.rsplit(":", 1)[1]
+        write_relaion_parquet(source, args.rows, city=args.city, image_base_url=f"http://{{host}}:{port}")
         print(f"sample: {args.rows:,} rows in {source}, images served from {base_url}")
         for module, step_argv in steps(args.data_dir, source, args.city):
             run_step(module, step_argv + ["--overwrite"] if module != "08_upload_to_miro" else step_argv)

@@ -188,11 +188,19 @@ def relaion_table(n_rows: int, city: str = "Madrid", seed: int = 0, image_base_u
 
 
 def _local_urls(url: pa.Array, base: str, seed: int) -> pa.Array:
-    """Point web URLs at a local image host; the deliberately bad ones stay as they are (the demo serves images)."""
+    """Point web URLs at a local image host; the deliberately bad ones stay as they are (the demo serves images).
+
+    A `base` with "{host}" in it keeps every URL's host name and changes only port and path: the
+    demo resolves those names to its local host, so domain analysis still sees real domains.
+    """
     known_bad = pa.array([u for u in BAD_URLS if u is not None], pa.string())
     is_web = pc.and_(pc.fill_null(pc.match_substring_regex(url, r"^https?://[^/]+/.+"), False),
                      pc.invert(pc.is_in(url, value_set=known_bad)))
     codes = pc.cast(pc.index_in(url, value_set=pc.unique(url)), pa.string())  # duplicates share one URL
+    if "{host}" in base:  # keep each URL's own host name, e.g. "http://{host}:8000"
+        head, tail = base.split("{host}", 1)
+        host = pc.struct_field(pc.extract_regex(url, r"^https?://(?P<h>[^/:]+)"), [0])
+        base = pc.binary_join_element_wise(head, host, tail, "")
     local = pc.binary_join_element_wise(base, "img", pc.binary_join_element_wise(f"s{seed}-", codes, ".jpg", ""), "/")
     return pc.if_else(is_web, local, url)
 
