@@ -34,8 +34,8 @@ from common.stats import StepStats, public_params
 
 STEP = "06_reduce_dimensionality"
 DEFAULT_SEED = 42
-# umap-learn's memory grows ~14 KB per 768-wide image without PCA (its random-projection forest
-# included): ~2 GB at 100k, far past 8 GB at 1M; with PCA to 64 dimensions it stays small
+# measured peak memory of the whole step: ~14 KB per 768-wide image without PCA (umap-learn's float32
+# copy and random-projection forest): 2.0 GB at 100k, ~14 GB at 1M; ~7 KB per image with PCA to 64
 AUTO_PCA, AUTO_PCA_ROWS = 64, 200_000
 # flags that do not change the map: a re-run with other values still counts as "already done"
 NOT_MAP_PARAMS = {"data_dir", "overwrite", "device"}
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="UMAP implementation: auto = cuML when cuML and a CUDA GPU are there, else umap-learn (default: auto)")
     add(p, "pca", type=int, default=None,
         help=f"project the embeddings onto their top N principal axes before UMAP; 0 = off (default: "
-             f"{AUTO_PCA} past {AUTO_PCA_ROWS:,} images, which keeps 1M x 768 under 8 GB of RAM, else off)")
+             f"{AUTO_PCA} past {AUTO_PCA_ROWS:,} images, to bound memory, else off)")
     add(p, "min-cluster-size", type=int, default=None,
         help="HDBSCAN: the smallest group of images that counts as a cluster (default: max(5, images / 200))")
     add(p, "min-samples", type=int, default=None, help="HDBSCAN: larger = more points called noise (default: min-cluster-size)")
