@@ -26,7 +26,8 @@ import pyarrow as pa
 
 from common import embedding_shards as shards
 from common.cli import UserError, add_overwrite, entrypoint, parser
-from common.clip import DEFAULT_VOCAB, load_clip, pick_device, read_vocab, resolve_model
+from common.clip import DEFAULT_VOCAB, TEMPLATES, load_clip, pick_device, read_vocab, resolve_model
+from common.concept_vectors import concept_vectors, tags_cache_file
 from common.download_embed import ImageSource, embed_images, stack_in_order
 from common.fetch import Fetcher
 from common.files import list_parts, read_json
@@ -124,7 +125,8 @@ def tags_current(tree: DataTree, key: dict) -> bool:
 
 def write_tags(tree: DataTree, clip, key: dict) -> dict:
     concepts = read_vocab(key["vocabulary"])
-    concept_emb = clip.encode_concepts(concepts)
+    concept_emb, _ = concept_vectors(tree, clip.name, clip.pretrained, concepts, lambda: clip.encode_concepts(concepts),
+                                     TEMPLATES, write_to=tags_cache_file(tree))
     seen: set[str] = set()
 
     def edges():

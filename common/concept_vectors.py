@@ -22,7 +22,13 @@ CACHE_NAME = "concept_vectors.npz"
 
 
 def cache_file(tree: DataTree) -> Path:
+    """Step 06's copy, beside the map."""
     return tree.projection / CACHE_NAME
+
+
+def tags_cache_file(tree: DataTree) -> Path:
+    """Step 05's copy, written when it tags: step 06 reads it instead of encoding the same prompts again."""
+    return tree.embeddings / CACHE_NAME
 
 
 def default_vocab(tree: DataTree) -> Path:
@@ -40,15 +46,20 @@ def cache_key(model: str, pretrained: str | None, concepts: list[str], templates
 
 
 def concept_vectors(tree: DataTree, model: str, pretrained: str | None, concepts: list[str],
-                    encode: Callable[[], np.ndarray], templates) -> tuple[np.ndarray, bool]:
-    """(vectors, from_cache): the cached vectors when the key matches, else encode() and keep them."""
+                    encode: Callable[[], np.ndarray], templates, write_to: Path | None = None) -> tuple[np.ndarray, bool]:
+    """(vectors, from_cache): cached vectors when a cache's key matches, else encode() and keep them.
+
+    Both copies are read (step 05's and step 06's); only `write_to` (default: step 06's) is written,
+    so each step writes only its own folder.
+    """
     key = cache_key(model, pretrained, concepts, templates)
-    path = cache_file(tree)
-    if path.is_file():
-        with np.load(path, allow_pickle=False) as cached:
-            if str(cached["key"]) == key:
-                return cached["vectors"], True
+    write_to = write_to or cache_file(tree)
+    for path in dict.fromkeys([write_to, tags_cache_file(tree), cache_file(tree)]):
+        if path.is_file():
+            with np.load(path, allow_pickle=False) as cached:
+                if str(cached["key"]) == key:
+                    return cached["vectors"], True
     vectors = np.asarray(encode(), dtype=np.float32)
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    with atomic_path(write_to) as tmp, open(tmp, "wb") as f:
         np.savez(f, key=np.array(key), vectors=vectors)
     return vectors, False
