@@ -75,7 +75,10 @@ def _draw_labels(canvas: Image.Image, clusters: list[dict], title: str, margin: 
     for c in clusters:
         if not c["label"]:
             continue
-        xy = (margin + c["x"] * map_px, margin + c["y"] * map_px)
+        half = draw.textlength(c["label"], font=label_font) / 2 + size
+        # a label near the edge is moved inwards, never cut off
+        x = min(max(margin + c["x"] * map_px, half), canvas.width - half)
+        xy = (x, margin + c["y"] * map_px)
         draw.text(xy, c["label"], font=label_font, fill=(20, 20, 20), anchor="mm",
                   stroke_width=max(2, size // 6), stroke_fill=(255, 255, 255))
     draw.text((margin // 2, margin // 4), title, font=title_font, fill=(20, 20, 20))

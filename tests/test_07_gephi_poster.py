@@ -147,3 +147,20 @@ def test_private_hosts_are_refused_without_the_flag(tmp_path, image_server):  # 
     stats = json.loads((tree.export / "_stats.json").read_text())
     assert stats["thumbnails"]["download private_address"] == 3
     assert not image_server.hits("/img/")
+
+
+def test_poster_labels_at_the_map_edge_are_moved_inwards_not_cut_off():
+    from PIL import ImageDraw
+
+    from common.poster import _draw_labels, font
+
+    canvas = Image.new("RGB", (400, 400), "white")
+    labels = ["a long cluster label: words, words", "another long label at the right edge"]
+    clusters = [{"label": labels[0], "x": 0.0, "y": 0.5}, {"label": labels[1], "x": 1.0, "y": 0.8}]
+    _draw_labels(canvas, clusters, "", margin=20, map_px=360)
+    ink = np.asarray(canvas.convert("L")) < 128
+    width = ImageDraw.Draw(canvas).textlength
+    for label, row in zip(labels, (200, 308)):
+        cols = np.nonzero(ink[row - 8:row + 8].any(axis=0))[0]
+        assert cols.size, "the label was not drawn"
+        assert cols.max() - cols.min() >= 0.9 * width(label, font=font(12)), "the label was cut off"
