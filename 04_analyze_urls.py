@@ -51,9 +51,9 @@ def categories(path: str) -> dict[str, str]:
     try:
         return load_categories(Path(path))
     except FileNotFoundError:
-        raise UserError(f"--categories {path} does not exist: pass a CSV with the columns domain,category")
+        raise UserError(f"--categories {path} does not exist: pass a CSV with the columns domain,category") from None
     except (KeyError, ValueError) as e:
-        raise UserError(f"--categories {path} is not a domain,category CSV ({e}): fix it or leave the flag out")
+        raise UserError(f"--categories {path} is not a domain,category CSV ({e}): fix it or leave the flag out") from None
 
 
 def url_column(parts: list[Path]) -> str:

@@ -47,24 +47,33 @@ def build_parser() -> argparse.ArgumentParser:
       "(ViT-L-14-336 with --pretrained openai) or hf-hub:org/name (default: %(default)s)")
     a("--pretrained", help="open_clip weights tag or checkpoint file; 'none' = random weights for smoke "
       "tests (default: openai for OpenAI names, the repo's weights for hf-hub ids)")
-    a("--batch-size", "--batch_size", dest="batch_size", type=int, help="images per model batch (default: 256 on a GPU, 32 on the CPU)")
+    a("--batch-size", "--batch_size", dest="batch_size", type=int,
+      help="images per model batch (default: 256 on a GPU, 32 on the CPU)")
     a("--workers", "--threads", dest="workers", type=int, default=16, help="download/decode threads (default: %(default)s)")
-    a("--per-host", "--per_host", dest="per_host", type=int, default=8, help="most requests in flight to one host (default: %(default)s)")
+    a("--per-host", "--per_host", dest="per_host", type=int, default=8,
+      help="most requests in flight to one host (default: %(default)s)")
     a("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
     a("--limit", type=int, help="process only the first N rows (for trials)")
     a("--timeout", type=float, default=10.0, help="seconds to wait for a server, per attempt (default: %(default)s)")
-    a("--retries", type=int, default=2, help="extra attempts after a 429, 5xx, timeout or dropped connection (default: %(default)s)")
-    a("--thumb-size", "--thumb_size", dest="thumb_size", type=int, default=256, help="long side of the kept thumbnails, px; CLIP sees the thumbnail (default: %(default)s)")
-    a("--keep-images", "--keep_images", dest="keep_images", action="store_true", help="also keep the downloaded originals under images/originals/")
+    a("--retries", type=int, default=2,
+      help="extra attempts after a 429, 5xx, timeout or dropped connection (default: %(default)s)")
+    a("--thumb-size", "--thumb_size", dest="thumb_size", type=int, default=256,
+      help="long side of the kept thumbnails, px; CLIP sees the thumbnail (default: %(default)s)")
+    a("--keep-images", "--keep_images", dest="keep_images", action="store_true",
+      help="also keep the downloaded originals under images/originals/")
     a("--allow-private-hosts", "--allow_private_hosts", dest="allow_private_hosts", nargs="*", metavar="HOST",
       help="allow private/loopback addresses: all of them, or only the HOSTs/addresses listed (local mirrors, tests)")
     a("--respect-noai", "--respect_noai", dest="respect_noai", action=argparse.BooleanOptionalAction, default=True,
       help="skip images served with X-Robots-Tag noai/noimageai (default: respect; --no-respect-noai to ignore)")
-    a("--max-mb", "--max_mb", dest="max_mb", type=float, default=30.0, help="largest download accepted, MB (default: %(default)s)")
-    a("--max-pixels", "--max_pixels", dest="max_pixels", type=int, default=60_000_000, help="largest image accepted, pixels (default: %(default)s)")
-    a("--tags-vocab", "--tags_vocab", dest="tags_vocab", default=str(DEFAULT_VOCAB), help="tag vocabulary, one concept per line (default: the shipped one)")
+    a("--max-mb", "--max_mb", dest="max_mb", type=float, default=30.0,
+      help="largest download accepted, MB (default: %(default)s)")
+    a("--max-pixels", "--max_pixels", dest="max_pixels", type=int, default=60_000_000,
+      help="largest image accepted, pixels (default: %(default)s)")
+    a("--tags-vocab", "--tags_vocab", dest="tags_vocab", default=str(DEFAULT_VOCAB),
+      help="tag vocabulary, one concept per line (default: the shipped one)")
     a("--tags-k", "--tags_k", dest="tags_k", type=int, default=5, help="tags kept per image (default: %(default)s)")
-    a("--shard-size", "--shard_size", dest="shard_size", type=int, default=10_000, help="input rows per output shard (default: %(default)s)")
+    a("--shard-size", "--shard_size", dest="shard_size", type=int, default=10_000,
+      help="input rows per output shard (default: %(default)s)")
     add_overwrite(p)
     return p
 

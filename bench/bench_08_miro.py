@@ -85,7 +85,7 @@ def run_naive(data: Path, server, cells: list[dict]) -> float:
     from miro_api.models.position_change import PositionChange
     from miro_api.models.upload_file_from_device_data import UploadFileFromDeviceData
     t0 = time.perf_counter()
-    for i, j, count, rid, *_ in cells:
+    for i, j, _count, rid, *_ in cells:
         data_part = UploadFileFromDeviceData(title=f"cell {i},{j}", position=PositionChange(x=i * 440.0, y=j * 440.0),
                                              geometry=FixedRatioGeometry(width=400))
         path = data / "export" / "images" / "256" / f"{rid}.jpg"

@@ -61,7 +61,8 @@ def bar_chart(labels: list[str], values: list[float], title: str, xlabel: str, p
     ax.set_xlabel(xlabel)
     ax.set_title(title, fontsize=10)
     ax.margins(y=0.01)
-    fig.subplots_adjust(left=0.33, right=0.97, bottom=0.6 / height, top=1 - 0.4 / height)  # fixed room for labels: tight_layout would draw everything twice
+    # fixed room for the labels: tight_layout would draw everything twice
+    fig.subplots_adjust(left=0.33, right=0.97, bottom=0.6 / height, top=1 - 0.4 / height)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)

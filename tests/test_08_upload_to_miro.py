@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import ROOT, load_step
-from tests.miro_server import BOARD, TOKEN, MiroState, start
+from tests.miro_server import BOARD, TOKEN, MiroState
 from tests.miro_server import miro_server  # noqa: F401
 
 step = load_step("08_upload_to_miro")
