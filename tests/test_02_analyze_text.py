@@ -136,7 +136,7 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path, metadata, capsys):
     assert step.main(["--city", "Madrid", "--data-dir", str(tmp_path / "none")]) == 2
     assert "no part-*.parquet files" in capsys.readouterr().err
     assert step.main(["--city", " - ", "--data-dir", str(metadata)]) == 2
-    assert "has no letters or digits" in capsys.readouterr().err
+    assert "has no word of two or more letters or digits" in capsys.readouterr().err
     assert step.main(["--city", "Madrid", "--stop-languages", "xx", "--data-dir", str(metadata)]) == 2
     assert "no stop-word list for xx" in capsys.readouterr().err
     write_part(tmp_path / "empty" / "metadata", 0, [None, ""])
