@@ -59,7 +59,8 @@ def build_parser():
 
 def check_args(args) -> None:
     if not args.city.strip() or not tokenize(args.city):
-        raise UserError(f"--city {args.city!r} has no word of two or more letters or digits: pass the city name, e.g. --city Madrid")
+        raise UserError(f"--city {args.city!r} has no word of two or more letters or digits: "
+                        "pass the city name, e.g. --city Madrid")
     if args.top < 1:
         raise UserError("--top must be at least 1")
     if not 1 <= args.batch_size <= MAX_BATCH_CAPTIONS:

@@ -36,8 +36,8 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import pytest
 
-VALID_TOKEN = "hf_loopbackValidToken0123456789abcdef"
-UNACCEPTED_TOKEN = "hf_loopbackNoGatedAccess0123456789ab"
+VALID_TOKEN = "hf_loopback-valid-token"
+UNACCEPTED_TOKEN = "hf_loopback-no-gated-access"
 USER_NAME = "loopback-user"
 LFS_SUFFIXES = (".parquet", ".safetensors", ".bin", ".pt", ".pth", ".npy", ".zip", ".tar", ".gz", ".arrow")
 LFS_MIN_SIZE = 10 * 1024 * 1024
