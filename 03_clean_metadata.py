@@ -26,7 +26,7 @@ from common.cli import UserError, add_overwrite, entrypoint, parser
 from common.columns import find_column
 from common.exclude import (REASON_COLUMN, align, first_terms, recorded_matches, recorded_terms, removed_counts,
                             term_masks, terms_metadata)
-from common.files import atomic_path, count_rows, list_parts
+from common.files import atomic_path, count_rows, list_parts, require_parts
 from common.match import compile_keywords
 from common.paths import DataTree, stats_file
 from common.stats import StepStats
@@ -53,10 +53,7 @@ def inputs(args, tree: DataTree) -> list[tuple[int, Path]]:
     folder = Path(args.input_dir) if args.input_dir else tree.metadata
     if folder.resolve() == tree.metadata_cleaned.resolve():
         raise UserError(f"--input_dir {folder} is the output folder: point it at step 01's data/metadata")
-    parts = list_parts(folder)
-    if not parts:
-        raise UserError(f"no part-*.parquet files in {folder}: run 01_download_and_filter.py first, "
-                        "or point --input_dir at a folder of parquet parts")
+    parts = require_parts(folder, "01_download_and_filter.py")
     out = []
     for p in parts:
         m = _PART_RE.fullmatch(p.name)

@@ -30,8 +30,8 @@ from common.clip import DEFAULT_VOCAB, TEMPLATES, load_clip, pick_device, read_v
 from common.concept_vectors import concept_vectors, tags_cache_file
 from common.download_embed import ImageSource, embed_images, stack_in_order
 from common.fetch import Fetcher
-from common.files import list_parts, read_json
-from common.paths import DataTree
+from common.files import read_json, require_parts
+from common.paths import DataTree, stats_file
 from common.stats import StepStats
 from common.tags import top_tags, write_tags_csv
 
@@ -91,11 +91,7 @@ def check_args(args) -> None:
 
 # ---------------------------------------------------------------------------- input shards
 def input_parts(tree: DataTree, input_dir: str | None) -> list[Path]:
-    folder = Path(input_dir) if input_dir else tree.metadata_cleaned
-    parts = list_parts(folder)
-    if not parts:
-        raise UserError(f"no part-*.parquet in {folder}: run 03_clean_metadata.py first, or pass --input_dir")
-    return parts
+    return require_parts(Path(input_dir) if input_dir else tree.metadata_cleaned, "03_clean_metadata.py")
 
 
 # ---------------------------------------------------------------------------- one shard
@@ -125,7 +121,7 @@ def vocab_key(vocab_path: str, k: int) -> dict:
 
 def tags_current(tree: DataTree, key: dict) -> bool:
     """tags.csv exists and was made from this vocabulary and k (the model is checked per shard)."""
-    stats_path = tree.embeddings / "_stats.json"
+    stats_path = stats_file(tree.embeddings)
     if not (tree.tags_file.exists() and stats_path.exists()):
         return False
     old = read_json(stats_path).get("tags", {})

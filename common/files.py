@@ -52,6 +52,17 @@ def list_parts(folder: Path, pattern: str = "part-*.parquet") -> list[Path]:
     return sorted(p for p in folder.glob(pattern) if not p.name.endswith(TMP_SUFFIX)) if folder.is_dir() else []
 
 
+def require_parts(folder: Path, earlier_step: str) -> list[Path]:
+    """The finished shards of `folder`, or the one-line error that says which step makes them."""
+    from common.cli import UserError
+
+    parts = list_parts(folder)
+    if not parts:
+        raise UserError(f"no part-*.parquet files in {folder}: run {earlier_step} first, "
+                        "or point --input_dir at a folder of parquet parts")
+    return parts
+
+
 def iter_batches(paths: Sequence[Path], columns: Sequence[str] | None = None,
                  batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
     """Stream record batches from parquet files: memory is bounded by one batch, not the dataset."""

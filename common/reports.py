@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from common.cli import UserError
-from common.files import atomic_path, list_parts, read_json
+from common.files import atomic_path, read_json, require_parts
 from common.paths import DataTree, stats_file
 
 CHART_BARS = 30
@@ -21,11 +20,7 @@ def pick_input(tree: DataTree, input_dir: str | None) -> Path:
 
 
 def input_parts(folder: Path) -> list[Path]:
-    parts = list_parts(folder)
-    if not parts:
-        raise UserError(f"no part-*.parquet files in {folder}: run 01_download_and_filter.py first, "
-                        "or point --input_dir at a folder of parquet parts")
-    return parts
+    return require_parts(folder, "01_download_and_filter.py")
 
 
 def fingerprint(parts: list[Path]) -> list[list]:
