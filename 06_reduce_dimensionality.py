@@ -27,7 +27,8 @@ import pyarrow as pa
 
 from common import clusters, concept_vectors, layout, network_layout
 from common.cli import UserError, add_overwrite, entrypoint, parser
-from common.embedding_matrix import load_embedded, model_of, shard_numbers
+from common.embedding_matrix import load_embedded, model_of
+from common.embedding_shards import vector_shards
 from common.files import read_json, write_parquet
 from common.paths import DataTree, stats_file
 from common.stats import StepStats, public_params
@@ -120,7 +121,7 @@ def already_done(tree: DataTree, params: dict) -> bool:
     changed = sorted(k for k in params if k not in NOT_MAP_PARAMS
                      and old.get("parameters", {}).get(k) != params[k])
     inputs = [[tree.embeddings_file(n).name, int(np.load(tree.embeddings_file(n), mmap_mode="r").shape[0])]
-              for n in shard_numbers(tree.embeddings)]
+              for n in vector_shards(tree)]
     if changed or old.get("input_shards") != inputs:
         what = f"other parameters ({', '.join('--' + k.replace('_', '-') for k in changed)})" if changed \
             else "other step-05 embeddings"

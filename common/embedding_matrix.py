@@ -8,22 +8,16 @@ that array is 1.5 GB as float16 or 3 GB as float32.
 """
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from common.cli import UserError
+from common.embedding_shards import success_index, vector_shards
 from common.paths import DataTree
-
-SUCCESS = "success"
-_SHARD_RE = re.compile(r"^embeddings-(\d{5})\.npy$")
 
 
 @dataclass
@@ -40,30 +34,8 @@ class Embedded:
         return self.meta.column("id").to_pylist()
 
 
-def shard_numbers(folder: Path) -> list[int]:
-    if not folder.is_dir():
-        return []
-    return sorted(int(m.group(1)) for m in map(_SHARD_RE.match, (p.name for p in folder.iterdir())) if m)
-
-
-def _success_rows(tree: DataTree, n: int, npy_rows: int) -> pa.Table:
-    index_path = tree.index_file(n)
-    if not index_path.is_file():
-        raise UserError(f"{tree.embeddings_file(n).name} has no {index_path.name} beside it: "
-                        "re-run step 05 to finish that shard")
-    table = pq.read_table(index_path)
-    for column in ("id", "status"):
-        if column not in table.column_names:
-            raise UserError(f"{index_path} has no {column!r} column: re-run step 05 with --overwrite")
-    ok = table.filter(pc.equal(table.column("status"), SUCCESS))
-    if ok.num_rows != npy_rows:
-        raise UserError(f"{tree.embeddings_file(n).name} holds {npy_rows:,} vectors but {index_path.name} "
-                        f"lists {ok.num_rows:,} successful rows: re-run step 05 with --overwrite")
-    return ok
-
-
 def _open_shards(tree: DataTree) -> list[tuple[int, np.ndarray]]:
-    numbers = shard_numbers(tree.embeddings)
+    numbers = vector_shards(tree)
     if not numbers:
         raise UserError(f"no embeddings in {tree.embeddings}: run step 05 (05_process_images.py) first")
     shards, dims = [], set()
@@ -101,7 +73,7 @@ def load_embedded(tree: DataTree, dtype=np.float32) -> Embedded:
     vectors = np.empty((total, shards[0][1].shape[1]), dtype=dtype)
     metas, fingerprint, dropped, seen, filled = [], [], Counter(), set(), 0
     for n, arr in tqdm(shards, desc="reading embeddings", unit="shard", leave=False):
-        meta = _success_rows(tree, n, arr.shape[0])
+        meta = success_index(tree, n, arr.shape[0])
         chunk = np.asarray(arr, dtype=dtype)
         keep = _keep_mask(chunk, meta.column("id").to_pylist(), seen, dropped)
         kept = int(keep.sum())

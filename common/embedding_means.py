@@ -7,22 +7,19 @@ mean vector per grid cell, never by the collection.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 from scipy import sparse
 from tqdm import tqdm
 
 from common.cli import UserError
+from common.embedding_shards import success_index, vector_shards
 from common.paths import DataTree
 
 CHUNK_ROWS = 32_768
-_SHARD_RE = re.compile(r"^embeddings-(\d{5})\.npy$")
 
 
 @dataclass
@@ -55,15 +52,9 @@ class EmbeddingIndex:
                 yield part, np.array(block).astype(np.float32)
 
 
-def _shards(folder: Path) -> dict[int, Path]:
-    if not folder.is_dir():
-        return {}
-    return {int(m.group(1)): folder / m.group(0) for m in map(_SHARD_RE.match, sorted(p.name for p in folder.iterdir())) if m}
-
-
 def load_index(tree: DataTree, ids: np.ndarray) -> EmbeddingIndex | None:
     """Match step 05's embedding rows to the exported ids; None when there are no embeddings."""
-    files = _shards(tree.embeddings)
+    files = {n: tree.embeddings_file(n) for n in vector_shards(tree)}
     if not files:
         return None
     lookup = pd.Index(ids)
@@ -71,16 +62,10 @@ def load_index(tree: DataTree, ids: np.ndarray) -> EmbeddingIndex | None:
     offset = np.zeros(len(ids), np.int64)
     dim = 0
     for n, path in files.items():
-        index_path = tree.index_file(n)
-        if not index_path.is_file():
-            raise UserError(f"{path.name} has no {index_path.name} beside it: re-run step 05 to finish that shard")
-        table = pq.read_table(index_path, columns=["id", "status"])
-        ok = pc.equal(table.column("status"), "success").to_numpy(zero_copy_only=False)
-        ok_ids = np.asarray(table.column("id").to_pylist(), dtype=object)[ok.astype(bool)]
         arr = np.load(path, mmap_mode="r")
-        if arr.ndim != 2 or arr.shape[0] != len(ok_ids):
-            raise UserError(f"{path.name} holds {arr.shape[0]:,} vectors but {index_path.name} lists "
-                            f"{len(ok_ids):,} successful rows: re-run step 05 with --overwrite for that shard")
+        if arr.ndim != 2:
+            raise UserError(f"{path.name} is not a 2D array: re-run step 05 with --overwrite")
+        ok_ids = np.asarray(success_index(tree, n, arr.shape[0], ["id"]).column("id").to_pylist(), dtype=object)
         dim = arr.shape[1]
         where = lookup.get_indexer(ok_ids)
         hit = where >= 0

@@ -26,6 +26,7 @@ from common.paths import DataTree, is_row_id
 SUCCESS = "success"
 _META_KEY = b"city_identity_explorer"
 _INDEX_RE = re.compile(r"^index-(\d{5})\.parquet$")
+_VECTORS_RE = re.compile(r"^embeddings-(\d{5})\.npy$")
 
 
 # ---------------------------------------------------------------------------- input side
@@ -115,6 +116,33 @@ def read_shard(tree: DataTree, n: int, columns=None) -> tuple[pa.Table, np.ndarr
     """(index table, embeddings) of one finished shard."""
     index = pq.read_table(tree.index_file(n), columns=columns)
     return index, np.load(tree.embeddings_file(n))
+
+
+def vector_shards(tree: DataTree) -> list[int]:
+    """Numbers of the embeddings-NNNNN.npy files present (the readers after step 05 start here)."""
+    folder = tree.embeddings
+    if not folder.is_dir():
+        return []
+    return sorted(int(m.group(1)) for m in map(_VECTORS_RE.match, (p.name for p in folder.iterdir())) if m)
+
+
+def success_index(tree: DataTree, n: int, npy_rows: int, columns=None) -> pa.Table:
+    """The success rows of shard n's index, checked against its npy: one line to fix it if they disagree."""
+    index_path = tree.index_file(n)
+    if not index_path.is_file():
+        raise UserError(f"{tree.embeddings_file(n).name} has no {index_path.name} beside it: "
+                        "re-run step 05 to finish that shard")
+    names = pq.read_schema(index_path).names
+    for column in ("id", "status"):
+        if column not in names:
+            raise UserError(f"{index_path} has no {column!r} column: re-run step 05 with --overwrite")
+    cols = None if columns is None else [c for c in dict.fromkeys([*columns, "id", "status"]) if c in names]
+    table = pq.read_table(index_path, columns=cols)
+    ok = table.filter(pc.equal(table.column("status"), SUCCESS))
+    if ok.num_rows != npy_rows:
+        raise UserError(f"{tree.embeddings_file(n).name} holds {npy_rows:,} vectors but {index_path.name} "
+                        f"lists {ok.num_rows:,} successful rows: re-run step 05 with --overwrite")
+    return ok
 
 
 def iter_success(tree: DataTree, columns=("id",)) -> Iterator[tuple[pa.Table, np.ndarray]]:
