@@ -24,13 +24,13 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from common import hub
+from common import hub, polars_parts
 from common.caption_filter import CaptionMatcher, build_matcher
 from common.cli import UserError, add_overwrite, entrypoint, parser
 from common.files import list_parts
@@ -139,10 +139,19 @@ def finished_files(files: list[SourceFile], job: Job, overwrite: bool) -> set[in
 # ---------------------------------------------------------------------------- one file
 def filter_into_part(path: Path, src: SourceFile, job: Job, report: FileReport) -> None:
     schema = source_schema(path, src.name)
-    pick_columns(schema.names, src.name, job.url_column, job.caption_column)
+    url, caption = pick_columns(schema.names, src.name, job.url_column, job.caption_column)
     renames = rename_for_output(schema.names, job.url_column, job.caption_column)
+    out_schema = output_schema(schema, renames)
+    part = job.tree.metadata_part(src.index)
+    if not src.is_csv and polars_parts.usable(path, job.matcher, out_schema, renames):
+        counts = polars_parts.write_part(path, src.name, part, job.matcher, caption, url, renames, out_schema,
+                                         lambda c: replace(report, **c).info(job.signature), job.stop)
+        if counts is not None:
+            for key, value in counts.items():
+                setattr(report, key, Counter(value) if key == "matched" else value)
+            return
     keywords = job.matcher.keywords
-    writer = PartWriter(job.tree.metadata_part(src.index), output_schema(schema, renames))
+    writer = PartWriter(part, out_schema)
     try:
         for batch in read_matches(path, src.name, job.matcher, job.url_column, job.caption_column, job.stop):
             report.rows_scanned += batch.scanned

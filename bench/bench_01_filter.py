@@ -7,11 +7,11 @@ zstd parquet file. Each measurement runs in its own subprocess (so peak RSS is p
 repetitions are interleaved (engine order rotates) and the median is reported. The matched row
 counts must agree or the run fails.
 
-Engines: `ours` = common.sources.read_matches + a parquet writer: polars' reader with the keyword's
-needle as a pre-filter (late materialisation), then RE2 on the candidates; `ours_pyarrow` = the
-same without polars (pyarrow row groups, caption column first, numpy byte pre-filter, RE2);
-`ours_part` = the whole of step 01's per-file work (adds `id`, `source_file`, `matched_keyword`,
-drops rows without a URL); `duckdb`; `polars` (the full word pattern in `str.contains`).
+Engines: `ours` = the whole of step 01's per-file work (`filter_into_part`: one polars streaming
+query that matches, adds `id`, `source_file` and `matched_keyword`, drops rows without a URL and
+writes the part with its footer); `ours_pyarrow` = the same job on step 01's pyarrow path
+(row groups, caption column first, numpy byte pre-filter, RE2); `duckdb`; `polars` (the word
+pattern in `str.contains`, nothing added).
 
     python bench/bench_01_filter.py --rows 5000000 --reps 3
     python bench/bench_01_filter.py --rows 1000000 5000000   # peak RSS as the input grows
@@ -32,66 +32,41 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 OUT = ROOT / "bench" / "out"
-ENGINES = ("ours", "ours_pyarrow", "ours_part", "duckdb", "polars")
+ENGINES = ("ours", "ours_pyarrow", "duckdb", "polars")
 ANCHOR = "duckdb"
 
 
 # ---------------------------------------------------------------------------- one engine, in a child process
 # Each `prepare_*` imports what its engine needs and returns the timed job (imports are not timed).
 def prepare_ours(keyword: str, threads: int):
+    import importlib
+    import threading
+
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from common.caption_filter import CaptionMatcher
-    from common.match import compile_keywords
-    from common.sources import prefer_jemalloc, read_matches
+    from common.caption_filter import build_matcher
+    from common.paths import DataTree
+    from common.sources import SourceFile, prefer_jemalloc
 
-    prefer_jemalloc()  # as step 01 does
     if os.environ.get("CITY_IDENTITY_PARQUET_ENGINE") != "pyarrow":
         import polars  # noqa: F401  (imported once per process, as the polars engine's is)
+    prefer_jemalloc()  # as step 01 does
+    step = importlib.import_module("01_download_and_filter")
     # load pyarrow's compute kernels once, as any run over more than one batch has (not timed)
-    CaptionMatcher(compile_keywords([keyword])).match(pa.array(["warm up", keyword]))
+    build_matcher([keyword]).match(pa.array(["warm up", keyword]))
 
     def job(src: Path, dst: Path) -> int:
-        matcher = CaptionMatcher(compile_keywords([keyword]))
-        writer, n = pq.ParquetWriter(dst, pq.read_schema(src), compression="zstd"), 0
-        for batch in read_matches(src, src.name, matcher):
-            if batch.table is not None:
-                writer.write_table(batch.table)
-                n += len(batch.table)
-        writer.close()
-        return n
+        matcher = build_matcher([keyword])
+        out = DataTree(dst.parent / dst.stem)
+        job = step.Job(out, matcher, {"keywords": [keyword]}, stop=threading.Event())
+        report = step.FileReport(SourceFile(0, str(src)))
+        step.filter_into_part(src, report.source, job, report)
+        return report.rows_written + report.no_url  # rows matched, as the other engines count them
     return job
 
 
 def prepare_ours_pyarrow(keyword: str, threads: int):
     return prepare_ours(keyword, threads)  # measure() switches the polars path off for this one
-
-
-def prepare_ours_part(keyword: str, threads: int):
-    import importlib
-    import threading
-
-    from common.paths import DataTree
-    from common.sources import SourceFile, prefer_jemalloc
-
-    import polars  # noqa: F401  (imported once per process, as the polars engine's is)
-    import pyarrow as pa
-
-    from common.caption_filter import CaptionMatcher
-    from common.match import compile_keywords
-
-    prefer_jemalloc()  # as step 01 does
-    step = importlib.import_module("01_download_and_filter")
-    CaptionMatcher(compile_keywords([keyword])).match(pa.array(["warm up", keyword]))
-
-    def job(src: Path, dst: Path) -> int:
-        matcher = CaptionMatcher(compile_keywords([keyword]))
-        job = step.Job(DataTree(dst.parent / "ours_part"), matcher, {"keywords": [keyword]}, stop=threading.Event())
-        report = step.FileReport(SourceFile(0, str(src)))
-        step.filter_into_part(src, report.source, job, report)
-        return report.rows_written + report.no_url  # rows matched, as the other engines count them
-    return job
 
 
 def prepare_duckdb(keyword: str, threads: int):

@@ -13,6 +13,7 @@ Both report wall seconds (imports included) and peak RSS (ru_maxrss of the proce
 The ratio is ours / anchor on median seconds.
 
   python bench/bench_06_umap.py --rows 20000 100000 --repeats 1 --pca 64
+  python bench/bench_06_umap.py --rows 1000000 --only 'ours default'
 Scratch data goes to bench/out/ (git-ignored); it is reused between runs of the same size.
 """
 from __future__ import annotations
@@ -94,12 +95,13 @@ def timed(cmd: list[str]) -> tuple[float, float]:
     return seconds, float(peak[-1].split()[1])
 
 
-def run_ours(root: Path, a, pca: int) -> tuple[float, float]:
+def run_ours(root: Path, a, pca: int | None) -> tuple[float, float]:
+    """Step 06 in a fresh process; pca None leaves --pca at the step's default (automatic past 200k rows)."""
     code = ("import sys, resource, importlib; sys.path.insert(0, '.'); "
             "rc = importlib.import_module('06_reduce_dimensionality').main(sys.argv[1:]); "
             "print('PEAK_RSS_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024); sys.exit(rc)")
     argv = ["--data-dir", str(root), "--no-concepts", "--overwrite", "--neighbors", str(a.neighbors),
-            "--dist", str(a.dist), "--pca", str(pca)]
+            "--dist", str(a.dist)] + ([] if pca is None else ["--pca", str(pca)])
     return timed([sys.executable, "-c", code] + argv)
 
 
@@ -114,9 +116,17 @@ def bench_size(n: int, a) -> dict:
     t = time.perf_counter()
     generate(root, n, a.dim)
     print(f"input: {n:,} x {a.dim} float16 in {root} ({time.perf_counter() - t:,.1f}s to generate or find)")
-    contenders = {"ours": lambda: run_ours(root, a, 0), "anchor": lambda: run_anchor(root, a)}
+    contenders = {"ours": lambda: run_ours(root, a, 0), "anchor": lambda: run_anchor(root, a),
+                  "ours default": lambda: run_ours(root, a, None)}
     if a.pca:
         contenders[f"ours --pca {a.pca}"] = lambda: run_ours(root, a, a.pca)
+    if a.only:
+        unknown = set(a.only) - set(contenders)
+        if unknown:
+            raise SystemExit(f"--only: unknown contender(s) {sorted(unknown)}; known: {sorted(contenders)}")
+        contenders = {name: run for name, run in contenders.items() if name in a.only}
+    else:
+        del contenders["ours default"]
     results = {name: [] for name in contenders}
     for rep in range(a.repeats):
         names = list(contenders) if rep % 2 == 0 else list(reversed(contenders))
@@ -127,9 +137,9 @@ def bench_size(n: int, a) -> dict:
     summary = {name: {"median_s": statistics.median(s for s, _ in r), "peak_rss_mb": max(p for _, p in r)}
                for name, r in results.items()}
     for name, s in summary.items():
-        ratio = s["median_s"] / summary["anchor"]["median_s"]
-        print(f"{n:>9,} {name:<14} median {s['median_s']:9,.1f} s  peak {s['peak_rss_mb']:9,.0f} MB  "
-              f"ratio to anchor {ratio:5.2f}")
+        ratio = (f"  ratio to anchor {s['median_s'] / summary['anchor']['median_s']:5.2f}"
+                 if "anchor" in summary else "")
+        print(f"{n:>9,} {name:<14} median {s['median_s']:9,.1f} s  peak {s['peak_rss_mb']:9,.0f} MB{ratio}")
     return summary
 
 
@@ -141,6 +151,10 @@ def main() -> int:
     p.add_argument("--neighbors", type=int, default=25, help="UMAP n_neighbors (default: 25)")
     p.add_argument("--dist", type=float, default=0.1, help="UMAP min_dist (default: 0.1)")
     p.add_argument("--pca", type=int, default=0, help="also run ours with --pca N (default: 0 = not)")
+    p.add_argument("--only", nargs="+", metavar="NAME",
+                   help="run only these contenders: 'ours' (--pca 0), 'anchor', 'ours default' (the step's own "
+                        "--pca choice), 'ours --pca N'; e.g. --rows 1000000 --only 'ours default' where the plain "
+                        "script would take hours")
     p.add_argument("--worker", choices=["anchor"], help=argparse.SUPPRESS)
     p.add_argument("--data", help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -149,7 +163,7 @@ def main() -> int:
         print("PEAK_RSS_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         return 0
     all_results = {n: bench_size(n, a) for n in a.rows}
-    (OUT / "bench_06_umap.json").write_text(json.dumps(all_results, indent=2))
+    (OUT / f"bench_06_umap_{'_'.join(map(str, a.rows))}.json").write_text(json.dumps(all_results, indent=2))
     return 0
 
 

@@ -13,8 +13,8 @@ caption contains the keyword at all, so the work is split in two:
 2. The exact RE2 pattern from `common.match` (word edges spelled out with \\p{L}), run by
    pyarrow.compute on the candidate rows only.
 
-The same needles, as a Rust-syntax regex (`prefilter_regex`), let polars' parquet reader do
-step 1 while it reads (see common.sources); step 2 is the same either way.
+On parquet files step 01 usually hands the whole job to polars instead (common.polars_parts),
+with `combined_re2`: one pattern for all keywords, which Rust's regex engine reads as RE2 does.
 
 Keywords with no usable needle (all non-ASCII letters under case-insensitive matching, `regex`
 mode, or a needle shorter than `MIN_NEEDLE`) fall back to the RE2 pattern on every row, which is
@@ -60,19 +60,13 @@ class CaptionMatcher:
         assert patterns, "at least one keyword pattern is needed"
         self.patterns = patterns
         self.keywords = [p.keyword for p in patterns]
+        self.mode = mode
         self.needles = [_needle(p.keyword, mode, case_sensitive) for p in patterns]
         self.lower = not case_sensitive
 
-    def prefilter_regex(self) -> str | None:
-        """A pattern (Rust `regex` syntax, for polars) every match is sure to satisfy, or None.
-
-        It looks for the needles only, so it lets through a superset of the true matches; the
-        exact RE2 patterns then decide (see `match`). None when some keyword has no needle.
-        """
-        if any(n is None for n in self.needles):
-            return None
-        alternatives = "|".join(_rust_literal(n.decode("utf-8")) for n in dict.fromkeys(self.needles))
-        return ("(?i)" if self.lower else "") + f"(?:{alternatives})"
+    def combined_re2(self) -> str:
+        """One pattern that matches wherever any keyword's does (each keeps its own flags)."""
+        return "|".join(f"(?:{p.re2})" for p in self.patterns)
 
     def match(self, captions: pa.Array | pa.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
         """(row indices of matching captions, index of the keyword each matched), rows ascending."""
@@ -106,11 +100,6 @@ class CaptionMatcher:
         if len(starts) == 0:
             return np.empty(0, np.int64)
         return np.unique(np.searchsorted(offsets, starts + int(offsets[0]), side="right") - 1)
-
-
-def _rust_literal(text: str) -> str:
-    """`text` as a literal in Rust regex syntax: ASCII punctuation and spaces as \\xHH escapes."""
-    return "".join(c if c.isalnum() or not c.isascii() else f"\\x{ord(c):02X}" for c in text)
 
 
 def _find_all(data: np.ndarray, needle: bytes, fold: bool) -> np.ndarray:

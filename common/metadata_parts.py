@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -55,9 +56,11 @@ def output_table(matched: pa.Table, which: np.ndarray, keywords: list[str], sour
 
 
 def output_schema(source: pa.Schema, renames: dict[str, str]) -> pa.Schema:
+    """The part's columns; text is large_string, as polars writes it, so every part has one schema."""
     empty = source.empty_table()
     table, _ = output_table(empty, np.empty(0, np.int32), [""], "", renames)
-    return table.schema
+    return pa.schema([f.with_type(pa.large_string()) if pa.types.is_string(f.type) else f for f in table.schema],
+                     metadata=table.schema.metadata)
 
 
 class PartWriter:
@@ -66,19 +69,36 @@ class PartWriter:
     def __init__(self, path: Path, schema: pa.Schema):
         self.path, self.schema = Path(path), schema
         self._ctx = atomic_path(self.path)
-        tmp = self._ctx.__enter__()
-        self._writer = pq.ParquetWriter(tmp, schema, compression="zstd")
+        self._tmp = self._ctx.__enter__()
+        try:
+            with self._naming_os_errors():
+                self._writer = pq.ParquetWriter(self._tmp, schema, compression="zstd")
+        except BaseException as e:
+            self._ctx.__exit__(type(e), e, e.__traceback__)  # removes the temporary file
+            raise
         self.rows = 0
 
     def write(self, table: pa.Table) -> None:
         if len(table):
-            self._writer.write_table(table.cast(self.schema))
+            with self._naming_os_errors():
+                self._writer.write_table(table.cast(self.schema))
             self.rows += len(table)
 
     def finish(self, info: dict) -> None:
         self._writer.add_key_value_metadata({INFO_KEY: json.dumps(info, ensure_ascii=False)})
-        self._writer.close()
+        with self._naming_os_errors():
+            self._writer.close()
         self._ctx.__exit__(None, None, None)
+
+    @contextmanager
+    def _naming_os_errors(self):
+        """Arrow's I/O errors carry an errno but no file name: add the part's, for the one-line message."""
+        try:
+            yield
+        except OSError as e:
+            if e.errno is None or e.filename:
+                raise
+            raise OSError(e.errno, e.strerror or str(e), self._tmp.name) from None
 
     def abandon(self) -> None:
         """Drop the half-written part (the source will be redone on the next run)."""

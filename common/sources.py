@@ -1,16 +1,13 @@
 """Image-URL collections on disk: RE-LAION parquet shards, other parquet files, CSV exports.
 
 Step 01 reads each file in bounded batches and hands on only the rows whose caption matched.
+(Most parquet files go through common.polars_parts instead, which writes the part in one polars
+query; this module is the path for everything else, with identical results.)
 
-A parquet file takes one of two paths, with identical results:
-- polars (when installed and every keyword has a literal "needle", see common.caption_filter):
-  its reader evaluates the needle on the caption column and decodes the other columns only for
-  the rows that pass, so most of the file is never decoded; RE2 then decides on those rows.
-- pyarrow otherwise (or with CITY_IDENTITY_PARQUET_ENGINE=pyarrow): the caption column of each
-  row group first, the other columns of that row group only when some caption in it matched;
-  two row groups are read and matched at once.
-A CSV file (e.g. a TCAT export, with `media_url` and `text`) is parsed in blocks of all-string
-columns.
+A parquet file is read a run of row groups at a time: the caption column first, the other
+columns of those row groups only when some caption in them matched; two runs are read and
+matched at once. A CSV file (e.g. a TCAT export, with `media_url` and `text`) is parsed in
+blocks of all-string columns.
 """
 from __future__ import annotations
 
@@ -36,8 +33,6 @@ PARQUET_SUFFIXES = (".parquet",)
 CSV_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
 BATCH_ROWS = 100_000  # rows per read (whole row groups): bounds memory whatever the file's size
 READ_AHEAD = 2  # batches of one file in flight at once (pyarrow path)
-POLARS_WINDOW_ROWS = 1_000_000  # rows per polars query (whole row groups)
-ENGINE_VARIABLE = "CITY_IDENTITY_PARQUET_ENGINE"  # "pyarrow" switches the polars path off
 CSV_BLOCK_BYTES = 16 << 20
 
 
@@ -160,10 +155,6 @@ def _parquet_batches(path, name, matcher, url_column, caption_column, batch_rows
     try:
         pf = pq.ParquetFile(path)
         _, caption = pick_columns(pf.schema_arrow.names, name, url_column, caption_column)
-        prefilter = matcher.prefilter_regex()
-        if prefilter is not None and _polars_reads_as(path, pf.schema_arrow):
-            yield from _polars_batches(path, pf, caption, matcher, prefilter, batch_rows)
-            return
         runs = list(_row_group_runs(pf, batch_rows))
         # READ_AHEAD batches are read and matched at once (parquet decoding, numpy and RE2 all
         # release the GIL), so both cores work even on a single file; results stay in file order
@@ -178,54 +169,6 @@ def _parquet_batches(path, name, matcher, url_column, caption_column, batch_rows
     except (pa.ArrowException, OSError) as e:
         if isinstance(e, OSError) and not isinstance(e, pa.ArrowException) and e.errno is not None:
             raise  # a real I/O error (disk, permissions), not a malformed file
-        raise SourceError(_reason(e)) from None
-
-
-def _polars():
-    """polars when installed and not switched off (CITY_IDENTITY_PARQUET_ENGINE=pyarrow), else None."""
-    if os.environ.get(ENGINE_VARIABLE, "").lower() == "pyarrow":
-        return None
-    try:
-        import polars
-    except ImportError:
-        return None
-    return polars if hasattr(polars.LazyFrame, "collect_batches") else None  # streaming batches: polars >= 1.3x
-
-
-def _polars_reads_as(path, schema: pa.Schema) -> bool:
-    """Whether polars is usable here and its columns convert back to the file's own types."""
-    pl = _polars()
-    if pl is None:
-        return False
-    try:
-        empty = pl.scan_parquet(path).head(0).collect().to_arrow()
-        empty.cast(schema)
-    except (pa.ArrowException, pl.exceptions.PolarsError, ValueError, TypeError):
-        return False  # an unusual type: the pyarrow path reads it as it is
-    return True
-
-
-def _polars_batches(path, pf, caption: str, matcher: CaptionMatcher, prefilter: str,
-                    batch_rows: int) -> Iterator[Batch]:
-    """polars' parquet reader evaluates the needle pre-filter on the caption column and decodes
-    the other columns only for the rows that pass (late materialisation: most of a file is never
-    decoded); RE2 then decides on those few rows, exactly as on the pyarrow path.
-
-    The file is queried one window of whole row groups at a time, so memory is bounded by a
-    window's candidates whatever the file's size (one streaming query over the whole file would
-    queue candidates faster than they are written).
-    """
-    pl = _polars()
-    schema, start = pf.schema_arrow, 0
-    try:
-        for groups in _row_group_runs(pf, POLARS_WINDOW_ROWS):
-            n = sum(pf.metadata.row_group(g).num_rows for g in groups)
-            window = pl.scan_parquet(path).slice(start, n).filter(pl.col(caption).str.contains(prefilter))
-            table = window.collect().to_arrow().cast(schema)
-            start += n
-            rows, which = matcher.match(table[caption])
-            yield Batch(n, table.take(pa.array(rows)), which) if len(rows) else Batch(n)
-    except pl.exceptions.PolarsError as e:
         raise SourceError(_reason(e)) from None
 
 

@@ -5,8 +5,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from common.caption_filter import CaptionMatcher, _needle
+import pyarrow.parquet as pq
+
+from common import polars_parts
+from common.caption_filter import CaptionMatcher, _needle, build_matcher
 from common.match import compile_keywords, first_match
+from common.metadata_parts import output_schema
 from sample.relaion import relaion_table
 
 TRICKY = [
@@ -77,12 +81,20 @@ def test_empty_and_all_null_columns_match_nothing():
 
 
 @pytest.mark.parametrize("keywords", KEYWORD_SETS)
-@pytest.mark.parametrize("case_sensitive", [False, True])
-def test_polars_prefilter_lets_every_true_match_through(keywords, case_sensitive):
-    pl = pytest.importorskip("polars")
-    m = CaptionMatcher(compile_keywords(keywords, "word", case_sensitive), "word", case_sensitive)
-    pattern = m.prefilter_regex()
-    if pattern is None:
-        pytest.skip("no needle: this keyword set takes the RE2-on-every-row path")
-    kept = pl.DataFrame({"c": TRICKY, "row": range(len(TRICKY))}).filter(pl.col("c").str.contains(pattern))
-    assert set(oracle(TRICKY, keywords, "word", case_sensitive)[0]) <= set(kept["row"].to_list())
+@pytest.mark.parametrize("mode, case_sensitive", [("word", False), ("word", True), ("substring", False)])
+def test_polars_path_keeps_the_rows_python_regex_keeps(keywords, mode, case_sensitive, tmp_path):
+    """Rust's regex engine (polars) reads the patterns as Python and RE2 do, keyword order included."""
+    if polars_parts.polars() is None:
+        pytest.skip("polars is not installed (or too old): the pyarrow path is the only one")
+    src = tmp_path / "src.parquet"
+    pq.write_table(pa.table({"url": [f"http://img.test/{i}.jpg" for i in range(len(TRICKY))], "caption": TRICKY}), src)
+    matcher = build_matcher(keywords, mode, case_sensitive)
+    schema = output_schema(pq.read_schema(src), {})
+    assert polars_parts.usable(src, matcher, schema, {})
+    counts = polars_parts.write_part(src, "src", tmp_path / "part.parquet", matcher, "caption", "url", {}, schema,
+                                     lambda c: {"rows_written": c["rows_written"]})
+    got = pq.read_table(tmp_path / "part.parquet")
+    rows, which = oracle(TRICKY, keywords, mode, case_sensitive)
+    assert got["url"].to_pylist() == [f"http://img.test/{i}.jpg" for i in rows]
+    assert got["matched_keyword"].to_pylist() == [matcher.keywords[k] for k in which]
+    assert counts["rows_written"] == len(rows) and sum(counts["matched"].values()) == len(rows)

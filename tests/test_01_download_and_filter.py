@@ -1,14 +1,16 @@
 """Step 01 driven through main([...]): local parquet/CSV sources, matching, resume, errors."""
 from __future__ import annotations
 
+import contextlib
 import csv
-import errno
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from common import metadata_parts, polars_parts
 from common.columns import row_id
 from common.match import compile_keywords, first_match
 from sample.relaion import write_corrupt_parquet, write_relaion_parquet
@@ -232,17 +234,26 @@ def test_a_folder_without_data_files_is_an_error(tmp_path, capsys):
     assert "error: no parquet or CSV files in --source" in capsys.readouterr().err
 
 
-def test_disk_full_while_writing_a_part_is_one_line(tmp_path, monkeypatch, capsys):
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full, which refuses every write with ENOSPC")
+def test_disk_full_while_writing_a_part_is_one_line(engine, tmp_path, monkeypatch, capsys):
     make_sources(tmp_path / "src", n_files=1)
 
-    def full(self, table):
-        raise OSError(errno.ENOSPC, "No space left on device", "part-00000.parquet.tmp")
+    @contextlib.contextmanager
+    def full_disk(path):  # every part's temporary file is /dev/full
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        tmp.symlink_to("/dev/full")
+        try:
+            yield tmp
+        finally:
+            tmp.unlink()
 
-    monkeypatch.setattr(step.PartWriter, "write", full)
+    monkeypatch.setattr(polars_parts, "atomic_path", full_disk)
+    monkeypatch.setattr(metadata_parts, "atomic_path", full_disk)
     assert run(tmp_path / "d", "--keywords", "Madrid", "--source", tmp_path / "src") == 2
     err = error_line(capsys)
     assert err.startswith("error: disk full while writing part-00000.parquet.tmp")
-    assert not list((tmp_path / "d" / "metadata").glob("*.tmp"))
+    assert not list((tmp_path / "d" / "metadata").glob("part-*"))
 
 
 def test_every_flag_has_help():
@@ -272,3 +283,20 @@ def test_a_file_corrupt_inside_a_row_group_is_skipped_with_its_reason(engine, tm
     assert "thrift" in doc["files_failed"][0]["reason"]
     assert kept_rows(tmp_path / "d") == expected_rows([good], ["Madrid"])
     assert not (tmp_path / "d" / "metadata" / "part-00001.parquet").exists()
+
+
+def test_a_polars_part_whose_footer_does_not_add_up_is_redone_on_the_pyarrow_path(tmp_path, monkeypatch):
+    """The footer's counts come from a polars callback run once the last row is written; should a
+    polars version call it earlier, the check catches the mismatch and the file is redone."""
+    if polars_parts.polars() is None:
+        pytest.skip("polars is not installed (or too old)")
+    sources = make_sources(tmp_path / "src", n_files=1)
+    early = {}
+    monkeypatch.setattr(polars_parts, "read_part_info", lambda path: early)  # as if written before any row
+    redone = []
+    monkeypatch.setattr(step, "PartWriter", lambda *a: redone.append(a) or metadata_parts.PartWriter(*a))
+    assert run(tmp_path / "d", "--keywords", "Madrid", "--source", tmp_path / "src") == 0
+    assert len(redone) == 1
+    assert kept_rows(tmp_path / "d") == expected_rows(sources, ["Madrid"])
+    info = metadata_parts.read_part_info(tmp_path / "d" / "metadata" / "part-00000.parquet")
+    assert info["rows_written"] == len(expected_rows(sources, ["Madrid"])) and info["rows_scanned"] == 400
