@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     add(p, "pca", type=int, default=None,
         help=f"project the embeddings onto their top N principal axes before UMAP; 0 = off (default: "
              f"{AUTO_PCA} past {AUTO_PCA_ROWS:,} images, to bound memory, else off)")
+    add(p, "init", choices=layout.INITS, default="auto",
+        help=f"umap-learn's starting layout: spectral, pca or random (default: auto = spectral up to "
+             f"{layout.SPECTRAL_MAX_ROWS:,} images, pca past that, where the spectral start alone needs gigabytes)")
     add(p, "min-cluster-size", type=int, default=None,
         help="HDBSCAN: the smallest group of images that counts as a cluster (default: max(5, images / 200))")
     add(p, "min-samples", type=int, default=None, help="HDBSCAN: larger = more points called noise (default: min-cluster-size)")
@@ -162,8 +165,12 @@ def umap_xy(a, data, backend: str) -> tuple[np.ndarray, dict]:
         x, kept = layout.pca_reduce(x, pca)
         info["pca_variance_kept"] = round(kept, 4)
         print(f"PCA {data.vectors.shape[1]} -> {pca} dimensions keeps {kept:.1%} of the variance")
-    params = layout.UmapParams(a.neighbors, a.dist, a.metric, None if a.seed < 0 else a.seed)
-    print(f"UMAP on {x.shape[0]:,} x {x.shape[1]} with {backend} ...")
+    params = layout.UmapParams(a.neighbors, a.dist, a.metric, None if a.seed < 0 else a.seed, a.init)
+    if backend == "umap":
+        info["init"] = layout.choose_init(a.init, x.shape[0])
+    else:
+        info["init"] = "random" if a.init == "random" else "spectral"
+    print(f"UMAP on {x.shape[0]:,} x {x.shape[1]} with {backend}, {info['init']} start ...")
     return layout.umap_layout(x, params, backend), info
 
 

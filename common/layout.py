@@ -79,12 +79,28 @@ def pca_reduce(x: np.ndarray, n_components: int) -> tuple[np.ndarray, float]:
 
 
 # ---------------------------------------------------------------------------- UMAP
+INITS = ("auto", "spectral", "pca", "random")
+SPECTRAL_MAX_ROWS = 200_000  # --init auto: spectral up to here, PCA past it
+
+
 @dataclass(frozen=True)
 class UmapParams:
     neighbors: int = 25
     dist: float = 0.1
     metric: str = "cosine"
     seed: int | None = 42
+    init: str = "auto"
+
+
+def choose_init(asked: str, n: int) -> str:
+    """umap-learn's starting layout. Its spectral start keeps sqrt(n) Lanczos vectors of n floats
+    (ARPACK's ncv): 0.7 GB at 200k images but 8 GB at 1M, more than the rest of the step together,
+    so `auto` starts large maps from the data's first two principal axes (umap-learn's "pca"),
+    which the optimisation then refines just as well."""
+    assert asked in INITS, f"unknown init {asked!r}"
+    if asked != "auto":
+        return asked
+    return "spectral" if n <= SPECTRAL_MAX_ROWS else "pca"
 
 
 def umap_layout(x: np.ndarray, p: UmapParams, backend: str) -> np.ndarray:
@@ -100,15 +116,16 @@ def umap_layout(x: np.ndarray, p: UmapParams, backend: str) -> np.ndarray:
     # a fixed seed makes umap-learn single-threaded anyway; saying so avoids its warning
     n_jobs = 1 if p.seed is not None else -1
     model = umap.UMAP(n_neighbors=neighbors, min_dist=p.dist, metric=p.metric, random_state=p.seed,
-                      n_jobs=n_jobs, low_memory=True, n_components=2, verbose=False)
+                      n_jobs=n_jobs, low_memory=True, n_components=2, verbose=False, init=choose_init(p.init, n))
     return np.asarray(model.fit_transform(np.ascontiguousarray(x, dtype=np.float32)), dtype=np.float64)
 
 
 def _cuml_umap(x: np.ndarray, p: UmapParams, neighbors: int) -> np.ndarray:
     from cuml.manifold import UMAP  # only on a GPU machine with requirements-gpu.txt
 
+    # cuML starts from a spectral or a random layout, and its spectral start runs on the GPU
     model = UMAP(n_neighbors=neighbors, min_dist=p.dist, metric=p.metric, n_components=2,
-                 random_state=p.seed, output_type="numpy")
+                 init="random" if p.init == "random" else "spectral", random_state=p.seed, output_type="numpy")
     return np.asarray(model.fit_transform(np.ascontiguousarray(x, dtype=np.float32)), dtype=np.float64)
 
 

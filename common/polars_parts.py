@@ -89,9 +89,8 @@ def write_part(path: Path, source_name: str, part: Path, matcher: CaptionMatcher
         """`id` for a batch of matched rows (null where there is no URL), counting as it goes."""
         if stop is not None and stop.is_set():
             raise Stopped(source_name)
-        urls = batch.struct.field(url).to_list()
         found = batch.struct.field(_KEYWORD).value_counts()
-        out = row_ids(u or None for u in urls)
+        out = row_ids(batch.struct.field(url).to_list())
         with lock:
             for keyword, n in found.iter_rows():
                 counts["matched"][keyword] += n
@@ -114,8 +113,8 @@ def write_part(path: Path, source_name: str, part: Path, matcher: CaptionMatcher
     query = (pl.scan_parquet(path)
              .filter(col.str.contains(matcher.combined_re2()))
              .with_columns(which.alias(_KEYWORD))
-             .with_columns(pl.struct(url, _KEYWORD).map_batches(ids, return_dtype=pl.String, is_elementwise=True)
-                           .alias(_WHICH))
+             .with_columns(pl.struct(pl.col(url).replace("", None), _KEYWORD)  # an empty URL is no URL
+                           .map_batches(ids, return_dtype=pl.String, is_elementwise=True).alias(_WHICH))
              .filter(pl.col(_WHICH).is_not_null())
              .select([pl.col(n).alias(renames.get(n, n)) for n in pq.read_schema(path).names]
                      + [pl.col(_WHICH).alias("id"), pl.lit(source_name, pl.String).alias("source_file"),

@@ -334,18 +334,26 @@ def test_repeated_ids_and_non_finite_vectors_are_dropped_and_counted(tmp_path):
     assert stats["dropped"] == {"duplicate_id": 1, "non_finite_embedding": 1}
 
 
-def test_large_collections_get_pca_first_automatically(tmp_path, monkeypatch, umap_map):
+def test_large_collections_get_pca_first_and_a_pca_start_automatically(tmp_path, monkeypatch, umap_map):
+    import umap
+
     monkeypatch.setattr(step, "AUTO_PCA_ROWS", 100)  # "large" = more than 100 images here
     monkeypatch.setattr(step, "AUTO_PCA", 8)
+    monkeypatch.setattr(step.layout, "SPECTRAL_MAX_ROWS", 100)
+    starts, original = [], umap.UMAP
+    monkeypatch.setattr(umap, "UMAP", lambda **kw: starts.append(kw["init"]) or original(**kw))
     x, truth = clustered_vectors(per_cluster=40, seed=1)
     write_step05(tmp_path, x, captions_for(truth))
     code, out, err = run(["--data-dir", str(tmp_path), "--no-concepts", "--neighbors", "15"])
     assert code == 0, err
-    assert "PCA 32 -> 8 dimensions keeps" in out
+    assert "PCA 32 -> 8 dimensions keeps" in out and "with umap, pca start" in out
     tree = DataTree.at(tmp_path)
     stats = json.loads(stats_file(tree.projection).read_text())
-    assert stats["pca"] == 8 and 0.5 < stats["pca_variance_kept"] <= 1.0
+    assert stats["pca"] == 8 and 0.5 < stats["pca_variance_kept"] <= 1.0 and stats["init"] == "pca"
     assert adjusted_rand_score(truth, pq.read_table(tree.projection_file).column("cluster").to_numpy()) >= 0.9
-    code, out, _ = run(["--data-dir", str(tmp_path), "--no-concepts", "--neighbors", "15", "--pca", "0", "--overwrite"])
+    code, out, _ = run(["--data-dir", str(tmp_path), "--no-concepts", "--neighbors", "15", "--pca", "0",
+                        "--init", "spectral", "--overwrite"])
     assert code == 0 and "PCA" not in out
-    assert json.loads(stats_file(tree.projection).read_text())["pca"] == 0
+    stats = json.loads(stats_file(tree.projection).read_text())
+    assert stats["pca"] == 0 and stats["init"] == "spectral"
+    assert starts == ["pca", "spectral"]
