@@ -1,18 +1,21 @@
 """Step 01's fast path: one polars streaming query per parquet file, from source file to part.
 
-polars' parquet reader evaluates the keyword pattern on the caption column first and decodes the
-other columns only for the rows that match (late materialisation), and the same query streams
-the matching rows into the part, so most of a file is never decoded, memory stays bounded
-whatever the file's size, and reading, matching and writing overlap on every core.
+polars' parquet reader searches the caption column first and decodes the other columns only for
+the rows that pass (late materialisation), and the same query streams the matching rows into the
+part, so most of a file is never decoded, memory stays bounded whatever the file's size, and
+reading, matching and writing overlap on every core.
 
-Rust's regex engine (polars) reads the word-mode and substring-mode patterns of common.match
-exactly as RE2 (the pyarrow path) does; `--match regex` keeps to the pyarrow path, where a
-user's pattern means what RE2 says it means. Everything else the part needs is added in the
-query: the output column names, `id` (a small Python function over each batch of matched URLs,
-which also counts the rows per keyword and the rows without a URL), `source_file` and
-`matched_keyword`. The counts go into the part's footer through the writer's metadata callback,
-which polars calls once the last row is written; the footer is checked against the written rows
-afterwards, and a file whose footer does not add up is redone on the pyarrow path.
+Matching runs in two stages, as on the pyarrow path: a literal search for the keywords while the
+file is read, then the exact patterns of common.match on the rows it lets through. Rust's regex
+engine (polars) reads the word-mode and substring-mode patterns exactly as RE2 (the pyarrow
+path) does; `--match regex` keeps to the pyarrow path, where a pattern means what RE2 says.
+
+Everything else the part needs is added in the query: the output column names, `id` (a small
+Python function over each batch of matched URLs, which also counts the rows per keyword and the
+rows without a URL), `source_file` and `matched_keyword`. The counts go into the part's footer
+through the writer's metadata callback, which polars calls once the last row is written; the
+footer is checked against the written rows afterwards, and a file whose footer does not add up
+is redone on the pyarrow path.
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ from common.sources import Stopped
 
 ENGINE_VARIABLE = "CITY_IDENTITY_PARQUET_ENGINE"  # "pyarrow" switches this path off
 _KEYWORD = "__matched_keyword"  # working column names, never written
-_WHICH = "__keyword_index"
+_ID = "__id"
 
 
 class _Fallback(Exception):
@@ -105,19 +108,21 @@ def write_part(path: Path, source_name: str, part: Path, matcher: CaptionMatcher
             return {INFO_KEY.decode(): json.dumps(info(_snapshot(counts)), ensure_ascii=False)}
 
     col = pl.col(caption)
-    which = pl.lit(keywords[0])
-    if len(keywords) > 1:  # the first keyword, in the order given, that the caption names
-        which = pl.when(col.str.contains(matcher.patterns[0].re2)).then(pl.lit(keywords[0]))
-        for p in matcher.patterns[1:]:
-            which = which.when(col.str.contains(p.re2)).then(pl.lit(p.keyword))
+    which = pl.when(col.str.contains(matcher.patterns[0].re2)).then(pl.lit(keywords[0]))
+    for p in matcher.patterns[1:]:  # the first keyword, in the order given, that the caption names
+        which = which.when(col.str.contains(p.re2)).then(pl.lit(p.keyword))
     query = (pl.scan_parquet(path)
-             .filter(col.str.contains(matcher.combined_re2()))
+             # the reader runs the fast literal search and decodes other columns only where it hits;
+             # the exact patterns then run on those few rows (a column computed after the scan, so
+             # the optimiser does not fold them into the reader's predicate, which would run them on every row)
+             .filter(col.str.contains(matcher.literal_re()))
              .with_columns(which.alias(_KEYWORD))
+             .filter(pl.col(_KEYWORD).is_not_null())
              .with_columns(pl.struct(pl.col(url).replace("", None), _KEYWORD)  # an empty URL is no URL
-                           .map_batches(ids, return_dtype=pl.String, is_elementwise=True).alias(_WHICH))
-             .filter(pl.col(_WHICH).is_not_null())
+                           .map_batches(ids, return_dtype=pl.String, is_elementwise=True).alias(_ID))
+             .filter(pl.col(_ID).is_not_null())
              .select([pl.col(n).alias(renames.get(n, n)) for n in pq.read_schema(path).names]
-                     + [pl.col(_WHICH).alias("id"), pl.lit(source_name, pl.String).alias("source_file"),
+                     + [pl.col(_ID).alias("id"), pl.lit(source_name, pl.String).alias("source_file"),
                         pl.col(_KEYWORD).alias("matched_keyword")]))
     try:
         with atomic_path(part) as tmp:
