@@ -36,7 +36,8 @@ from common.stats import StepStats, public_params
 STEP = "06_reduce_dimensionality"
 DEFAULT_SEED = 42
 # measured peak memory of the whole step: ~14 KB per 768-wide image without PCA (umap-learn's float32
-# copy and random-projection forest): 2.0 GB at 100k, ~14 GB at 1M; ~7 KB per image with PCA to 64
+# copy and random-projection forest): 2.0 GB at 100k, ~14 GB at 1M; with PCA to 64 (and the PCA start
+# past layout.SPECTRAL_MAX_ROWS) 1.3 GB at 100k and 6.0 GB at 1M
 AUTO_PCA, AUTO_PCA_ROWS = 64, 200_000
 # flags that do not change the map: a re-run with other values still counts as "already done"
 NOT_MAP_PARAMS = {"data_dir", "overwrite", "device"}
