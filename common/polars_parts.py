@@ -118,7 +118,8 @@ def write_part(path: Path, source_name: str, part: Path, matcher: CaptionMatcher
              .filter(col.str.contains(matcher.literal_re()))
              .with_columns(which.alias(_KEYWORD))
              .filter(pl.col(_KEYWORD).is_not_null())
-             .with_columns(pl.struct(pl.col(url).replace("", None), _KEYWORD)  # an empty URL is no URL
+             # an empty URL is no URL (when/then streams; `replace` would hold the whole column)
+             .with_columns(pl.struct(pl.when(pl.col(url) != "").then(pl.col(url)), _KEYWORD)
                            .map_batches(ids, return_dtype=pl.String, is_elementwise=True).alias(_ID))
              .filter(pl.col(_ID).is_not_null())
              .select([pl.col(n).alias(renames.get(n, n)) for n in pq.read_schema(path).names]
