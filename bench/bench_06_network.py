@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +31,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from common.columns import row_id  # noqa: E402
+from bench.child_step import print_peak_rss, run_step, timed  # noqa: E402
 from common.paths import DataTree, stats_file  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -78,22 +76,9 @@ def anchor(root: Path, iterations: int) -> None:
     pq.write_table(pa.table({"node": [str(k) for k in pos], "x": xy[:, 0], "y": xy[:, 1]}), out / "xy.parquet")
 
 
-def timed(cmd: list[str]) -> tuple[float, float]:
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    seconds = time.perf_counter() - t
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    peak = [line for line in proc.stdout.splitlines() if line.startswith("PEAK_RSS_MB ")]
-    return seconds, float(peak[-1].split()[1])
-
-
 def run_ours(root: Path, iterations: int) -> tuple[float, float]:
-    code = ("import sys, resource, importlib; sys.path.insert(0, '.'); "
-            "rc = importlib.import_module('06_reduce_dimensionality').main(sys.argv[1:]); "
-            "print('PEAK_RSS_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024); sys.exit(rc)")
-    return timed([sys.executable, "-c", code, "--data-dir", str(root), "--layout", "network", "--no-concepts",
-                  "--overwrite", "--iterations", str(iterations)])
+    return run_step("06_reduce_dimensionality", ["--data-dir", str(root), "--layout", "network", "--no-concepts",
+                                                 "--overwrite", "--iterations", str(iterations)])
 
 
 def run_anchor(root: Path, iterations: int) -> tuple[float, float]:
@@ -132,7 +117,7 @@ def main() -> int:
     a = p.parse_args()
     if a.worker:
         anchor(Path(a.data), a.iterations)
-        print("PEAK_RSS_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        print_peak_rss()
         return 0
     results = {n: bench_size(n, a) for n in a.rows}
     (OUT / "bench_06_network.json").write_text(json.dumps(results, indent=2))

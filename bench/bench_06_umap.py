@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,6 +34,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from common.columns import row_id  # noqa: E402
+from bench.child_step import print_peak_rss, run_step, timed  # noqa: E402
 from common.paths import DataTree, stats_file  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -84,25 +83,11 @@ def anchor(root: Path, neighbors: int, dist: float) -> None:
     pq.write_table(pa.table({"x": xy[:, 0], "y": xy[:, 1]}), out / "xy.parquet")
 
 
-def timed(cmd: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS MB) of a child process."""
-    t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    seconds = time.perf_counter() - t
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
-    peak = [line for line in proc.stdout.splitlines() if line.startswith("PEAK_RSS_MB ")]
-    return seconds, float(peak[-1].split()[1])
-
-
 def run_ours(root: Path, a, pca: int | None) -> tuple[float, float]:
     """Step 06 in a fresh process; pca None leaves --pca at the step's default (automatic past 200k rows)."""
-    code = ("import sys, resource, importlib; sys.path.insert(0, '.'); "
-            "rc = importlib.import_module('06_reduce_dimensionality').main(sys.argv[1:]); "
-            "print('PEAK_RSS_MB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024); sys.exit(rc)")
     argv = ["--data-dir", str(root), "--no-concepts", "--overwrite", "--neighbors", str(a.neighbors),
             "--dist", str(a.dist)] + ([] if pca is None else ["--pca", str(pca)])
-    return timed([sys.executable, "-c", code] + argv)
+    return run_step("06_reduce_dimensionality", argv)
 
 
 def run_anchor(root: Path, a) -> tuple[float, float]:
@@ -160,7 +145,7 @@ def main() -> int:
     a = p.parse_args()
     if a.worker:
         anchor(Path(a.data), a.neighbors, a.dist)
-        print("PEAK_RSS_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        print_peak_rss()
         return 0
     all_results = {n: bench_size(n, a) for n in a.rows}
     (OUT / f"bench_06_umap_{'_'.join(map(str, a.rows))}.json").write_text(json.dumps(all_results, indent=2))
