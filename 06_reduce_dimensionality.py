@@ -167,10 +167,7 @@ def umap_xy(a, data, backend: str) -> tuple[np.ndarray, dict]:
         info["pca_variance_kept"] = round(kept, 4)
         print(f"PCA {data.vectors.shape[1]} -> {pca} dimensions keeps {kept:.1%} of the variance")
     params = layout.UmapParams(a.neighbors, a.dist, a.metric, None if a.seed < 0 else a.seed, a.init)
-    if backend == "umap":
-        info["init"] = layout.choose_init(a.init, x.shape[0])
-    else:
-        info["init"] = "random" if a.init == "random" else "spectral"
+    info["init"] = layout.choose_init(a.init, x.shape[0], backend)
     print(f"UMAP on {x.shape[0]:,} x {x.shape[1]} with {backend}, {info['init']} start ...")
     return layout.umap_layout(x, params, backend), info
 

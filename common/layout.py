@@ -92,12 +92,15 @@ class UmapParams:
     init: str = "auto"
 
 
-def choose_init(asked: str, n: int) -> str:
-    """umap-learn's starting layout. Its spectral start keeps sqrt(n) Lanczos vectors of n floats
-    (ARPACK's ncv): 0.7 GB at 200k images but 8 GB at 1M, more than the rest of the step together,
-    so `auto` starts large maps from the data's first two principal axes (umap-learn's "pca"),
-    which the optimisation then refines just as well."""
+def choose_init(asked: str, n: int, backend: str = "umap") -> str:
+    """The starting layout UMAP gets. umap-learn's spectral start keeps sqrt(n) Lanczos vectors of
+    n floats (ARPACK's ncv): 0.7 GB at 200k images but 8 GB at 1M, more than the rest of the step
+    together, so `auto` starts large maps from the data's first two principal axes (umap-learn's
+    "pca"), which the optimisation then refines just as well. cuML starts spectral (on the GPU)
+    or, when asked, random."""
     assert asked in INITS, f"unknown init {asked!r}"
+    if backend == "cuml":
+        return "random" if asked == "random" else "spectral"
     if asked != "auto":
         return asked
     return "spectral" if n <= SPECTRAL_MAX_ROWS else "pca"
@@ -123,9 +126,8 @@ def umap_layout(x: np.ndarray, p: UmapParams, backend: str) -> np.ndarray:
 def _cuml_umap(x: np.ndarray, p: UmapParams, neighbors: int) -> np.ndarray:
     from cuml.manifold import UMAP  # only on a GPU machine with requirements-gpu.txt
 
-    # cuML starts from a spectral or a random layout, and its spectral start runs on the GPU
     model = UMAP(n_neighbors=neighbors, min_dist=p.dist, metric=p.metric, n_components=2,
-                 init="random" if p.init == "random" else "spectral", random_state=p.seed, output_type="numpy")
+                 init=choose_init(p.init, x.shape[0], "cuml"), random_state=p.seed, output_type="numpy")
     return np.asarray(model.fit_transform(np.ascontiguousarray(x, dtype=np.float32)), dtype=np.float64)
 
 

@@ -122,9 +122,9 @@ def write_part(path: Path, source_name: str, part: Path, matcher: CaptionMatcher
              .with_columns(pl.struct(pl.when(pl.col(url) != "").then(pl.col(url)), _KEYWORD)
                            .map_batches(ids, return_dtype=pl.String, is_elementwise=True).alias(_ID))
              .filter(pl.col(_ID).is_not_null())
-             .select([pl.col(n).alias(renames.get(n, n)) for n in pq.read_schema(path).names]
-                     + [pl.col(_ID).alias("id"), pl.lit(source_name, pl.String).alias("source_file"),
-                        pl.col(_KEYWORD).alias("matched_keyword")]))
+             .rename(renames)
+             .select(pl.exclude(_ID, _KEYWORD), pl.col(_ID).alias("id"),
+                     pl.lit(source_name, pl.String).alias("source_file"), pl.col(_KEYWORD).alias("matched_keyword")))
     try:
         with atomic_path(part) as tmp:
             try:

@@ -300,3 +300,17 @@ def test_a_polars_part_whose_footer_does_not_add_up_is_redone_on_the_pyarrow_pat
     assert kept_rows(tmp_path / "d") == expected_rows(sources, ["Madrid"])
     info = metadata_parts.read_part_info(tmp_path / "d" / "metadata" / "part-00000.parquet")
     assert info["rows_written"] == len(expected_rows(sources, ["Madrid"])) and info["rows_scanned"] == 400
+
+
+def test_parquet_columns_that_clash_with_added_ones_keep_their_data_under_source_names(engine, tmp_path):
+    src = tmp_path / "src" / "export.parquet"
+    src.parent.mkdir()
+    pq.write_table(pa.table({"id": ["t1", "t2"], "media_url": ["http://a.test/x.jpg", "http://a.test/y.jpg"],
+                             "text": ["Madrid!", "Paris"], "url": ["http://page.test/1", "http://page.test/2"]}), src)
+    assert run(tmp_path / "d", "--keywords", "Madrid", "--source", src,
+               "--url-column", "media_url", "--caption-column", "text") == 0
+    t = read_parts(tmp_path / "d")
+    assert t.column_names == ["source_id", "url", "caption", "source_url", "id", "source_file", "matched_keyword"]
+    assert t.to_pylist() == [{"source_id": "t1", "url": "http://a.test/x.jpg", "caption": "Madrid!",
+                              "source_url": "http://page.test/1", "id": row_id("http://a.test/x.jpg"),
+                              "source_file": str(src), "matched_keyword": "Madrid"}]
