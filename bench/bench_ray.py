@@ -36,6 +36,7 @@ if str(ROOT) not in sys.path:
 
 SIDES = ("threads", "ray")
 RELAION_FILES, RELAION_ROWS = 384, 5.9e9
+BASELINE_ROWS, BASELINE_IMAGES = 1000, 4  # a run this small measures a step's fixed costs
 
 
 # ---------------------------------------------------------------------------- measuring a command
@@ -94,14 +95,16 @@ def bench_01(args, scratch: Path) -> tuple[dict, dict]:
 
     sources = [str(write_relaion_parquet(scratch / "src" / f"shard-{i}.parquet", args.rows, seed=i))
                for i in range(args.files)]
+    small = [str(write_relaion_parquet(scratch / "src-small" / "shard.parquet", BASELINE_ROWS, seed=0))]
 
-    def command(data: Path, ray: bool) -> list[str]:
+    def command(data: Path, ray: bool, files=tuple(sources)) -> list[str]:
         return [sys.executable, "01_download_and_filter.py", "--data-dir", str(data), "--keywords", "Madrid",
-                "Paris", "--source", *sources, "--workers", str(args.cores), *(["--ray"] if ray else [])]
+                "Paris", "--source", *files, "--workers", str(args.cores), *(["--ray"] if ray else [])]
 
     summary = compare("01", command, args.reps, scratch)
-    rows = args.files * args.rows
-    return summary, {"rows": rows, "cpu_s_per_row": summary["threads"]["median_cpu_s"] / rows}
+    base = measure(command(scratch / "01-base", False, small), ROOT)  # start-up, imports: not per row
+    rows = args.files * args.rows - BASELINE_ROWS
+    return summary, {"cpu_s_per_row": (summary["threads"]["median_cpu_s"] - base["cpu_s"]) / rows}
 
 
 def bench_05(args, scratch: Path) -> tuple[dict, dict]:
@@ -120,23 +123,27 @@ def bench_05(args, scratch: Path) -> tuple[dict, dict]:
     host = ImageHost(latency=tuple(args.latency), fail_every=10).start()
     for i in range(64):
         host.bench_image(i)
-    inputs = DataTree(scratch / "05-input")
-    inputs.metadata_cleaned.mkdir(parents=True, exist_ok=True)
-    urls = [host.url(f"/bench/{i}.jpg") for i in range(args.images)]
-    pq.write_table(pa.table({"url": urls, "caption": [f"c{i}" for i in range(len(urls))]}), inputs.cleaned_part(0))
+    inputs = {}
+    for name, n in (("all", args.images), ("small", BASELINE_IMAGES)):
+        tree = DataTree(scratch / f"05-input-{name}")
+        inputs[name] = tree.metadata_cleaned
+        inputs[name].mkdir(parents=True, exist_ok=True)
+        urls = [host.url(f"/bench/{i}.jpg") for i in range(n)]
+        pq.write_table(pa.table({"url": urls, "caption": [f"c{i}" for i in range(n)]}), tree.cleaned_part(0))
 
-    def command(data: Path, ray: bool) -> list[str]:
+    def command(data: Path, ray: bool, rows: str = "all") -> list[str]:
         return [sys.executable, "05_process_images.py", "--data-dir", str(data), "--input_dir",
-                str(inputs.metadata_cleaned), "--model", f"local-dir:{model}", "--tags-vocab", str(model / "tags.txt"),
+                str(inputs[rows]), "--model", f"local-dir:{model}", "--tags-vocab", str(model / "tags.txt"),
                 "--allow-private-hosts", "127.0.0.1", "--workers", str(args.concurrency), "--per-host",
                 str(args.concurrency), "--shard-size", str(max(1, args.images // 4)), *(["--ray"] if ray else [])]
 
     try:
         summary = compare("05", command, args.reps, scratch)
+        base = measure(command(scratch / "05-base", False, "small"), ROOT)  # start-up, model, tags: not per image
     finally:
         host.stop()
-    return summary, {"images": args.images, "cpu_s_per_image": summary["threads"]["median_cpu_s"] / args.images,
-                     "img_s": args.images / summary["threads"]["median_s"]}
+    per_image = (summary["threads"]["median_cpu_s"] - base["cpu_s"]) / (args.images - BASELINE_IMAGES)
+    return summary, {"cpu_s_per_image": per_image}
 
 
 # ---------------------------------------------------------------------------- the cluster estimate

@@ -55,13 +55,14 @@ def connect(address: str | None, num_cpus: int | None = None, runtime_env: dict 
     if address and address.startswith("ray://"):  # a remote client: ship the code with the job
         env.setdefault("working_dir", str(CODE_ROOT))
         env.setdefault("excludes", [".git", "data", "bench/out", "node_modules"])
-    else:  # workers on this machine, or on nodes that mount the code at the same path
-        env.setdefault("env_vars", {"PYTHONPATH": str(CODE_ROOT)})
+    # otherwise Ray puts the script's folder and the working directory on the workers' sys.path:
+    # the code is found on this machine, and on nodes that mount it at the same path; no runtime
+    # environment also means Ray's pre-started workers serve the first tasks
     try:
         if address:
-            ray.init(address=address, runtime_env=env, log_to_driver=True)
+            ray.init(address=address, runtime_env=env or None, log_to_driver=True)
         else:
-            ray.init(_node_ip_address=LOOPBACK, include_dashboard=False, num_cpus=num_cpus, runtime_env=env,
+            ray.init(_node_ip_address=LOOPBACK, include_dashboard=False, num_cpus=num_cpus, runtime_env=env or None,
                      log_to_driver=True)
     except ConnectionError as e:
         raise UserError(f"--ray {address}: no Ray cluster there ({str(e).splitlines()[0][:120]}): start one with "
