@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
+import sys
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,7 +32,7 @@ from tqdm import tqdm
 from common.cli import UserError
 
 LOOPBACK = "127.0.0.1"
-CODE_ROOT = Path(__file__).resolve().parent.parent  # the repository: workers import `common` from here
+CODE_ROOT = Path(__file__).resolve().parent.parent  # the repository, sent to the workers of a Ray Client job
 RETRIES = 3  # attempts after a worker or node dies, per task or actor call
 PROBE_PREFIX = ".ray-probe-"
 
@@ -45,29 +47,59 @@ def _ray():
 
 
 # ---------------------------------------------------------------------------- connecting
-def connect(address: str | None, num_cpus: int | None = None, runtime_env: dict | None = None) -> bool:
+def connect(address: str | None, num_cpus: int | None = None) -> bool:
     """Join `address`, or start a loopback-only Ray here when it is None or "". True if this
     call started or joined Ray (and so should shut it down); False if this process already had it."""
     ray = _ray()
     if ray.is_initialized():
         return False
-    env = dict(runtime_env or {})
+    env = {}
     if address and address.startswith("ray://"):  # a remote client: ship the code with the job
-        env.setdefault("working_dir", str(CODE_ROOT))
-        env.setdefault("excludes", [".git", "data", "bench/out", "node_modules"])
+        env = {"working_dir": str(CODE_ROOT), "excludes": [".git", "data", "bench/out", "node_modules"]}
     # otherwise Ray puts the script's folder and the working directory on the workers' sys.path:
     # the code is found on this machine, and on nodes that mount it at the same path; no runtime
     # environment also means Ray's pre-started workers serve the first tasks
     try:
-        if address:
-            ray.init(address=address, runtime_env=env or None, log_to_driver=True)
-        else:
-            ray.init(_node_ip_address=LOOPBACK, include_dashboard=False, num_cpus=num_cpus, runtime_env=env or None,
-                     log_to_driver=True)
+        with _entrypoint_redacted(ray):
+            if address:
+                ray.init(address=address, runtime_env=env or None, log_to_driver=True)
+            else:
+                ray.init(_node_ip_address=LOOPBACK, include_dashboard=False, num_cpus=num_cpus,
+                         runtime_env=env or None, log_to_driver=True)
     except ConnectionError as e:
         raise UserError(f"--ray {address}: no Ray cluster there ({str(e).splitlines()[0][:120]}): start one with "
                         "`ray start --head` and pass its address, or use --ray alone for this machine") from None
     return True
+
+
+def redact_command(argv: list[str]) -> str:
+    """The command line with the value of every --token replaced by ***."""
+    out, hide = [], False
+    for arg in argv:
+        if hide:
+            out.append("***")
+        elif arg.startswith("--token="):
+            out.append("--token=***")
+        else:
+            out.append(arg)
+        hide = arg == "--token"
+    return subprocess.list2cmdline(out)
+
+
+@contextmanager
+def _entrypoint_redacted(ray):
+    """Ray records the driver's command line as the job's entrypoint, which the dashboard and
+    `ray list jobs` show: with --token in it, record the line without the token's value."""
+    utils = getattr(getattr(ray, "_private", None), "utils", None)
+    original = getattr(utils, "get_entrypoint_name", None)
+    if original is None:
+        yield
+        return
+    utils.get_entrypoint_name = lambda: redact_command(sys.orig_argv)
+    try:
+        yield
+    finally:
+        utils.get_entrypoint_name = original
 
 
 @contextmanager
@@ -257,7 +289,8 @@ def _embedders(ray, args, tree, model, cwd: str) -> list:
     count = gpus if on_gpu else max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
     actor = ray.remote(num_gpus=1 if on_gpu else 0, num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES)
     cls = actor(Embedder)
-    return [cls.options(name=None).remote(args, tree, model, "cuda" if on_gpu else "cpu", cwd) for _ in range(count)]
+    return [cls.options(scheduling_strategy="SPREAD").remote(args, tree, model, "cuda" if on_gpu else "cpu", cwd)
+            for _ in range(count)]
 
 
 class _Claims:

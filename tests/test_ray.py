@@ -161,6 +161,12 @@ def test_01_hub_token_reaches_workers_but_no_log_or_file(ray_local, hub_server, 
                     assert secret not in path.read_bytes(), f"the token is in {path}"
 
 
+def test_the_command_line_ray_records_as_the_job_leaves_out_the_token():
+    line = ray_runner.redact_command(["python", "01_download_and_filter.py", "--token", "hf_secret1", "--keywords",
+                                      "Madrid", "--token=hf_secret2", "--ray"])
+    assert "hf_secret" not in line and line.count("***") == 2 and "--keywords Madrid" in line
+
+
 # ---------------------------------------------------------------------------- step 05
 def write_input(tree: DataTree, urls: list) -> None:
     tree.metadata_cleaned.mkdir(parents=True, exist_ok=True)
