@@ -93,7 +93,9 @@ export class Renderer {
       grown.set(this.rects);
       this.rects = grown;
     }
-    this.rects.set([x, y, w, h, level, k, kind], this.nRects * RECT_FIELDS);
+    const r = this.rects;
+    const o = this.nRects * RECT_FIELDS;
+    r[o] = x; r[o + 1] = y; r[o + 2] = w; r[o + 3] = h; r[o + 4] = level; r[o + 5] = k; r[o + 6] = kind;
     this.nRects += 1;
   }
 
@@ -147,7 +149,7 @@ export class Renderer {
     ctx.globalAlpha = 1;
     ctx.fillStyle = BACKGROUND;
     ctx.fillRect(0, 0, camera.width, camera.height);
-    const stats = { cellsDrawn: 0, cellsShown: 0, imagesDrawn: 0, thumbsDrawn: 0, membersDrawn: 0, highlighted: 0 };
+    const stats = { cellsDrawn: 0, cellsShown: 0, imagesDrawn: 0, thumbsDrawn: 0, repThumbsDrawn: 0, membersDrawn: 0, highlighted: 0 };
     const view = camera.view();
     this.nRects = 0;
     this.stack = this.levelStack(view);
@@ -222,11 +224,11 @@ export class Renderer {
     const s = camera.scale / L;
     let budget = THUMB_BUDGET;
     for (const { i, j, members } of this.visibleMembers(grid, view)) {
-      budget -= members.length;
-      if (budget < 0) {
+      if (members.length > budget) {   // this cell keeps its representative; smaller ones may still open
         stats.thumbBudgetExceeded = true;
-        break;
+        continue;
       }
+      budget -= members.length;
       const [x, y] = camera.toScreen(i / L, j / L);
       ctx.globalAlpha = 1;
       ctx.fillStyle = BACKGROUND;
@@ -235,7 +237,32 @@ export class Renderer {
       this.expanded.add(j * L + i);
       this.expandedCells.add(grid.at(i, j));
     }
+    this.drawRepresentativeThumbs(grid, view, stats);
     ctx.globalAlpha = 1;
+  }
+
+  // Cells not yet open are drawn wider than twice their sprite tile: their representative's own
+  // thumbnail (its middle square, as the tile) replaces the tile once loaded, so it stays sharp.
+  drawRepresentativeThumbs(grid, view, stats) {
+    const { ctx, camera } = this;
+    const L = grid.level;
+    const s = camera.scale / L;
+    const [i0, j0, i1, j1] = visibleRange(view, L);
+    for (let j = j0; j <= j1; j++) {
+      for (let i = i0; i <= i1; i++) {
+        const k = grid.at(i, j);
+        if (k < 0 || grid.sprite[k] < 0 || this.expanded.has(j * L + i)) continue;
+        const img = this.store.thumb(grid.id[k]);
+        if (!img || !img.width) continue;
+        const [x, y] = camera.toScreen(i / L, j / L);
+        const side = imageSide(s, grid.count[k], grid.maxCount);
+        const crop = Math.min(img.width, img.height);
+        ctx.globalAlpha = this.cellShown(grid, k) ? 1 : DIM_ALPHA;
+        ctx.drawImage(img, (img.width - crop) / 2, (img.height - crop) / 2, crop, crop,
+          x + (s - side) / 2, y + (s - side) / 2, side, side);
+        stats.repThumbsDrawn += 1;
+      }
+    }
   }
 
   // Visible finest cells whose row tile is loaded and whose members are big enough to tell apart.
