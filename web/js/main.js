@@ -62,10 +62,20 @@ class Viewer {
     }
   }
 
-  // The first view, and "reset view": the box the rows occupy, with a margin.
+  // The first view, and "reset view": the box the rows occupy, with a margin. Images are drawn in
+  // the middle of their cells, so the box is widened to whole cells of the level the view will
+  // show; that level depends on the scale, which the wider box lowers, hence a few rounds.
   fit() {
     const levels = this.store.levels;
-    this.camera.fit(this.canvas.clientWidth, this.canvas.clientHeight, levels[levels.length - 1], this.store.extent());
+    const finest = levels[levels.length - 1];
+    const [w, h] = [this.canvas.clientWidth, this.canvas.clientHeight];
+    const rows = this.store.extent();
+    let box = rows;
+    for (let round = 0; round < 4; round++) {
+      this.camera.fit(w, h, finest, box);
+      box = snapToCells(rows, this.renderer.wantedLevel());
+    }
+    this.camera.fit(w, h, finest, box);
     this.requestDraw();
   }
 
@@ -231,6 +241,10 @@ class Viewer {
     const [px, py] = this.camera.toScreen(x, y);
     return [r.left + px, r.top + py];
   }
+}
+
+function snapToCells([x0, y0, x1, y1], L) {
+  return [cellOf(x0, L) / L, cellOf(y0, L) / L, (cellOf(x1, L) + 1) / L, (cellOf(y1, L) + 1) / L];
 }
 
 function debounce(fn, ms) {
