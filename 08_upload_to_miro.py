@@ -7,8 +7,8 @@ through the official Miro REST API v2 client, one image per non-empty cell of on
 a frame titled with the city, the date and the parameters. Every item the API confirms is written
 to the board's ledger, data/miro/<board_id>.json: a re-run places only what is missing, an
 interrupted run resumes, --replace removes this tool's previous map first. Items on the board that
-this tool did not place are never touched. The token comes from --token or MIRO_TOKEN and is never
-printed or written.
+this tool did not place are never touched. The token comes from --token or MIRO_TOKEN, is never
+printed or written, and travels only over https (plain http only to a server on this machine).
 
 Outputs: the items on the board; data/miro/<board_id>.json; data/miro/_stats.json (written last).
 

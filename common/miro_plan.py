@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -195,8 +196,10 @@ def image_items(tree: DataTree, cells: list[dict], layout: Layout, namespace: st
 
 
 def text_height(text: str, width: float, font_size: float) -> float:
-    """The height of a text box: generous (wide glyphs, tall lines), since Miro decides the real one."""
-    lines = max(1, math.ceil(len(text) * LABEL_GLYPH_EM * font_size / width))
+    """The height of a text box: generous (wide glyphs, tall lines), since Miro decides the real one.
+    CJK characters are a full em wide."""
+    ems = sum(1.0 if unicodedata.east_asian_width(ch) in "WF" else LABEL_GLYPH_EM for ch in text)
+    lines = max(1, math.ceil(ems * font_size / width))
     return round(lines * font_size * LABEL_LINE_EM, 2)
 
 

@@ -301,6 +301,7 @@ def test_every_planned_box_lies_within_the_frame(spacing, base_width):
     centre = next(it for it in labels if it.text == "centre")
     assert (centre.x, centre.y) == lay.point(32, 31)                 # a label with room is not moved
     assert text_height("one line", 600, 40) == 60
+    assert text_height("東京タワー" * 4, 600, 40) == 120         # 20 full-width glyphs: 800 px, two lines
 
 
 @pytest.mark.parametrize("url", ["https://api.miro.com", "http://127.0.0.1:8080", "http://localhost:9",
