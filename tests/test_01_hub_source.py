@@ -7,14 +7,13 @@ import pyarrow.parquet as pq
 
 import pyarrow as pa
 
-from common.columns import RELAION_REPOS, RELAION_SUBSETS, row_id
+from common.columns import RELAION_REPOS, row_id
 from common.match import compile_keywords, first_match
 from tests.conftest import load_step
 from tests.hub_server import hub_server  # noqa: F401
 
 step = load_step("01_download_and_filter")
 REPO = RELAION_REPOS[("multi", "research-safe")]
-THREE = {subset: RELAION_REPOS[(subset, "research-safe")] for subset in RELAION_SUBSETS}
 
 
 def publish(hub, tmp_path=None, n: int = 3, gated: bool = True, repo: str = REPO, **kw) -> dict[str, bytes]:
