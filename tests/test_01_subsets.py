@@ -64,7 +64,7 @@ def test_subset_all_reads_every_subset_into_one_tree_with_a_subset_column(hub_se
 
 def test_stats_count_per_subset_and_in_total(hub_server, tmp_path):
     publish_three(hub_server)
-    assert run(tmp_path, "--token", hub_server.token, "--subset", "en", "nolang", "multi") == 0
+    assert run(tmp_path, "--token", hub_server.token, "--subset", "en,nolang", "multi") == 0
     doc = stats(tmp_path)
     per = doc["per_subset"]
     assert list(per) == ["multi", "en", "nolang"]
