@@ -78,17 +78,17 @@ def embed_images(items: list[tuple[str, str]], source: ImageSource, clip, worker
     pending_ids, pending_px = [], []
 
     lagged: list = []  # (ids, handle) of the batch the model is computing now
+    overlapped = hasattr(clip, "submit_pixels")  # else a plain encode_pixels (numpy stand-ins)
 
     def collect_lagged():
         if lagged:
             ids, handle = lagged.pop()
-            vectors.update(zip(ids, clip.collect(handle) if hasattr(clip, "collect") else handle))
+            vectors.update(zip(ids, clip.collect(handle) if overlapped else handle))
 
     def flush():
-        # start this batch, then collect the previous one: the GPU computes while we stack the next
+        # submit batch N, then collect N-1: the device computes N while the workers decode N+1
         if pending_ids:
-            submit = getattr(clip, "submit_pixels", clip.encode_pixels)
-            handle = submit(np.stack(pending_px))
+            handle = clip.submit_pixels(list(pending_px)) if overlapped else clip.encode_pixels(np.stack(pending_px))
             collect_lagged()
             lagged.append((list(pending_ids), handle))
             pending_ids.clear()
