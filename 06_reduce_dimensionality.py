@@ -238,7 +238,8 @@ def main(argv=None) -> int:
     if not a.overwrite and already_done(tree, params):
         return 0
     stats = StepStats(STEP)
-    backend, why = ("fa2", "ForceAtlas2 (fa2, Barnes-Hut)") if a.layout == "network" else layout.choose_backend(a.backend, metric=a.metric)
+    backend, why = (("fa2", "ForceAtlas2 (fa2, Barnes-Hut)") if a.layout == "network"
+                    else layout.choose_backend(a.backend, metric=a.metric))
     print(f"backend: {backend} ({why})")
     # float16 as step 05 wrote them (1.5 GB at 1M x 768): PCA reads them a chunk at a time; without
     # PCA, UMAP gets a float32 copy, which the automatic PCA keeps to collections of modest size

@@ -8,7 +8,7 @@ common.device_batches' pinned buffers, copy stream and per-batch events):
 - GPU utilisation while it runs (pynvml when installed, else `nvidia-smi` sampled every 100 ms);
 - the share of the fp16 matmul ceiling: ViT-L/14 at 336 px is ~190 GMAC, ~380 GFLOP, per image;
   an H200 does ~790 TFLOP/s dense fp16, so ~2,080 images/s;
-- the model alone (the same batch already on the GPU, no host in the loop) and the host alone
+- the model alone (one batch already on the GPU, no host in the loop) and the host alone
   (decode + square in the threads, no model): whichever is lower is the bottleneck.
 
 The GPU machine has torch (CUDA 13), cupy and Pillow but no open_clip. Everything else comes from
@@ -24,6 +24,7 @@ urllib3 and certifi. torchvision must be the build for the installed torch (0.29
 cu130 on PyPI); the script installs a package only when it does not import already.
 
     python bench/bench_05_gpu.py                        # GPU: 8,192 images, batch 128, 256, 512
+    python bench/bench_05_gpu.py --profile              # ... and torch.profiler's top operations
     python bench/bench_05_gpu.py --smoke                # CPU: a tiny model, 48 images (checks the script)
 
 Prints one line per batch size and writes bench/out/bench_05_gpu.json.
@@ -135,7 +136,7 @@ class GpuSampler:
             if shutil.which("nvidia-smi"):
                 self.how = "nvidia-smi"
                 self._proc = subprocess.Popen(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
-                                               "-i", "0", f"-lms={int(self.interval * 1000)}"],
+                                               "--id=0", f"--loop-ms={int(self.interval * 1000)}"],
                                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
                 self._thread = threading.Thread(target=self._read, daemon=True)
                 self._thread.start()
@@ -179,17 +180,34 @@ def host_alone(source, items, workers: int) -> float:
     return len(items) / (time.perf_counter() - started)
 
 
-def model_alone(clip, items, source, batch: int, repeats: int) -> float:
-    """images/s of the model on one batch already stacked: the device's own speed."""
-    squares = [source.prepare(*it)[1] for it in items[:batch]]
-    clip.collect(clip.submit_pixels(squares))  # warm (cuDNN/cuBLAS choices)
-    sync(clip.device)
-    started = time.perf_counter()
-    handles = [clip.submit_pixels(squares) for _ in range(repeats)]
-    for h in handles:
-        clip.collect(h)
-    sync(clip.device)
-    return repeats * len(squares) / (time.perf_counter() - started)
+def model_alone(clip, batch: int, repeats: int) -> float:
+    """images/s of the image tower alone on one batch already on the device: its own speed."""
+    import torch
+
+    with torch.inference_mode():
+        x = torch.randn(batch, 3, clip.input_size, clip.input_size, device=clip.device, dtype=clip.dtype)
+        clip.model.encode_image(x)  # warm (cuBLAS/cuDNN choices)
+        sync(clip.device)
+        started = time.perf_counter()
+        for _ in range(repeats):
+            clip.model.encode_image(x)
+        sync(clip.device)
+    return repeats * batch / (time.perf_counter() - started)
+
+
+def profile(clip, items, source, workers: int, batch: int) -> str:
+    """torch.profiler over the pipeline on a few batches: kernel time against copies against waits."""
+    import torch
+    from torch.profiler import ProfilerActivity
+
+    from common.download_embed import embed_images
+
+    cuda = clip.device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with torch.profiler.profile(activities=activities) as prof:
+        embed_images(items[:4 * batch], source, clip, workers, batch, desc="profile")
+        sync(clip.device)
+    return prof.key_averages().table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=15)
 
 
 def pipeline(clip, items, source, workers: int, batch: int) -> tuple[float, float | None, str | None]:
@@ -219,6 +237,7 @@ def parse(argv):
     p.add_argument("--cache", type=Path, default=ROOT / "bench" / "out" / "gpu_cache", help="data folder for the thumbnails")
     p.add_argument("--wheels", type=Path, default=ROOT / "bench" / "wheels", help="wheels for what is not installed")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "bench_05_gpu.json", help="results JSON")
+    p.add_argument("--profile", action="store_true", help="also print torch.profiler's top operations for 4 batches")
     p.add_argument("--smoke", action="store_true", help="CPU check of the script: tiny model, 48 images, batch 8,16")
     a = p.parse_args(argv)
     if a.smoke:
@@ -263,7 +282,7 @@ def main(argv=None) -> int:
                "batches": []}
     for batch in a.batch_sizes:
         ips, util, how = pipeline(clip, items, source, workers, batch)
-        alone = model_alone(clip, items, source, min(batch, len(items)), repeats=max(2, 2048 // batch) if a.device != "cpu" else 2)
+        alone = model_alone(clip, batch, repeats=max(2, 2048 // batch) if a.device != "cpu" else 2)
         row = {"batch": batch, "images_per_s": round(ips, 1), "gpu_util_pct": util, "gpu_util_from": how,
                "model_alone_images_per_s": round(alone, 1), "share_of_ceiling": round(ips / CEILING, 3),
                "bottleneck": "host" if host < alone else "gpu"}
@@ -271,6 +290,8 @@ def main(argv=None) -> int:
         print(f"batch {batch:4d}: {ips:7,.0f} images/s, GPU {util if util is not None else 'n/a'}%"
               f"{f' ({how})' if how else ''}, {ips / CEILING:6.1%} of the {CEILING:,.0f} images/s ceiling; "
               f"model alone {alone:,.0f}/s, host alone {host:,.0f}/s -> {row['bottleneck']} bound", flush=True)
+    if a.profile:
+        print(profile(clip, items, source, workers, a.batch_sizes[len(a.batch_sizes) // 2]))
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.write_text(json.dumps(results, indent=1))
     print(f"-> {a.out}")

@@ -17,7 +17,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from common import layout
-from common.cli import UserError
 from common.columns import row_id
 from common.paths import DataTree, stats_file
 from tests.conftest import load_step

@@ -19,9 +19,9 @@ def bench():
     return module
 
 
-def test_smoke_run_embeds_every_cached_thumbnail_and_reports_each_batch_size(bench, tmp_path):
+def test_smoke_run_embeds_every_cached_thumbnail_and_reports_each_batch_size(bench, tmp_path, capsys):
     out = tmp_path / "result.json"
-    assert bench.main(["--smoke", "--cache", str(tmp_path / "cache"), "--out", str(out), "--workers", "2"]) == 0
+    assert bench.main(["--smoke", "--profile", "--cache", str(tmp_path / "cache"), "--out", str(out), "--workers", "2"]) == 0
     result = json.loads(out.read_text())
     assert result["images"] == 48 and result["device"] == "cpu" and result["host_images_per_s"] > 0
     assert [b["batch"] for b in result["batches"]] == [8, 16]
@@ -29,6 +29,8 @@ def test_smoke_run_embeds_every_cached_thumbnail_and_reports_each_batch_size(ben
         assert row["images_per_s"] > 0 and row["model_alone_images_per_s"] > 0
         assert row["share_of_ceiling"] == round(row["images_per_s"] / bench.CEILING, 3)
         assert row["bottleneck"] in ("gpu", "host") and row["gpu_util_pct"] is None  # no GPU to sample here
+    printed = capsys.readouterr().out
+    assert "host alone: decode + square" in printed and "Self CPU" in printed  # the --profile table
     thumbs = list((tmp_path / "cache" / "images").rglob("*.jpg"))
     assert len(thumbs) == 48
 
