@@ -100,14 +100,13 @@ def synthetic_jpeg(i: int, size: int) -> bytes:
 
 def build_cache(tree, n: int, size: int, distinct: int = 64) -> list[tuple[str, str]]:
     """n cached thumbnails where step 05 keeps them; (row id, url) pairs as step 05 passes them."""
-    from common.columns import row_id
     from common.images import write_bytes
 
     jpegs = [synthetic_jpeg(i, size) for i in range(min(n, distinct))]
     items = []
     for i in range(n):
         url = f"http://bench.test/{i}.jpg"
-        rid = row_id(url)
+        rid = f"{(i * 0x9E3779B97F4A7C15) % 2**64:016x}"  # row-id shaped, spread over the thumbnail folder
         path = tree.thumbnail(rid)
         if not path.exists():
             write_bytes(jpegs[i % len(jpegs)], path)
