@@ -30,7 +30,6 @@ class Job:
     signature: dict
     url_column: str | None = None
     caption_column: str | None = None
-    repo: str | None = None
     token: str | None = field(default=None, repr=False)
     keep_downloads: bool = False
     workers: int = DEFAULT_WORKERS
@@ -54,7 +53,8 @@ class FileReport:
     failed: str | None = None
 
     def info(self, signature: dict) -> dict:
-        return {"signature": signature, "source_file": self.source.name, "rows_scanned": self.rows_scanned,
+        return {"signature": signature, "source_file": self.source.name, "repo": self.source.repo,
+                "subset": self.source.subset, "rows_scanned": self.rows_scanned,
                 "matched": dict(self.matched), "no_url": self.no_url, "rows_written": self.rows_written,
                 "bytes_downloaded": self.bytes_downloaded}
 
@@ -64,11 +64,11 @@ def filter_into_part(path: Path, src: SourceFile, job: Job, report: FileReport) 
     schema = source_schema(path, src.name)
     url, caption = pick_columns(schema.names, src.name, job.url_column, job.caption_column)
     renames = rename_for_output(schema.names, job.url_column, job.caption_column)
-    out_schema = output_schema(schema, renames)
+    out_schema = output_schema(schema, renames, src.subset)
     part = job.tree.metadata_part(src.index)
     if not src.is_csv and polars_parts.usable(path, job.matcher, out_schema, renames):
         counts = polars_parts.write_part(path, src.name, part, job.matcher, caption, url, renames, out_schema,
-                                         lambda c: replace(report, **c).info(job.signature), job.stop)
+                                         lambda c: replace(report, **c).info(job.signature), job.stop, src.subset)
         if counts is not None:
             for key, value in counts.items():
                 setattr(report, key, Counter(value) if key == "matched" else value)
@@ -82,7 +82,7 @@ def filter_into_part(path: Path, src: SourceFile, job: Job, report: FileReport) 
                 continue
             for k, n in enumerate(np.bincount(batch.which, minlength=len(keywords))):
                 report.matched[keywords[k]] += int(n)
-            table, dropped = output_table(batch.table, batch.which, keywords, src.name, renames)
+            table, dropped = output_table(batch.table, batch.which, keywords, src.name, renames, src.subset)
             report.no_url += dropped
             writer.write(table)
         report.rows_written = writer.rows
@@ -94,14 +94,15 @@ def filter_into_part(path: Path, src: SourceFile, job: Job, report: FileReport) 
 
 def process_file(src: SourceFile, job: Job) -> FileReport:
     report = FileReport(src)
-    path = None if job.repo else Path(src.name)
+    path = None if src.repo else Path(src.name)
     try:
-        if job.repo:
-            path, report.bytes_downloaded = hub.download(job.repo, src.name, job.token, job.tree.downloads)
+        if src.repo:  # one folder per subset: two repos may hold files of the same name
+            folder = job.tree.downloads / (src.subset or "repo")
+            path, report.bytes_downloaded = hub.download(src.repo, src.name, job.token, folder)
         filter_into_part(path, src, job, report)
     except (SourceError, hub.DownloadFailed) as e:
         report.failed = str(e)
     finally:
-        if job.repo and path is not None and not job.keep_downloads:
+        if src.repo and path is not None and not job.keep_downloads:
             path.unlink(missing_ok=True)
     return report

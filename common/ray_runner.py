@@ -195,7 +195,7 @@ def _file_task(src, job, endpoint: str | None, cwd: str):
     from common.filter_file import process_file
 
     _enter(cwd)
-    if job.repo:
+    if src.repo:
         _use_hub_endpoint(endpoint)
     return process_file(src, job)
 
@@ -206,7 +206,7 @@ def run_files(pending: list, job, address: str | None) -> list:
     with session(address, job.tree.root) as ray:
         task = ray.remote(num_cpus=1, max_retries=RETRIES)(_file_task)
         task = task.options(name="01_file")
-        endpoint, cwd = (_hub_endpoint() if job.repo else None), os.getcwd()
+        endpoint, cwd = (_hub_endpoint() if any(src.repo for src in pending) else None), os.getcwd()
         refs = [task.remote(src, job, endpoint, cwd) for src in pending]
         return _gather(ray, refs, "01 filter", "file", lambda r: r.rows_written, "matches")
 
