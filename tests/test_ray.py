@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -23,7 +25,7 @@ from common.embedding_shards import finished_shards, read_shard
 from common.paths import DataTree
 from sample import images as sample
 from sample.relaion import write_relaion_parquet
-from tests.conftest import load_step
+from tests.conftest import ROOT, load_step
 from tests.hub_server import hub_server  # noqa: F401
 from tests.image_server import image_server  # noqa: F401
 from tests.tiny_clip import checkpoint_files
@@ -253,6 +255,31 @@ def test_05_no_embeddable_image_is_the_same_exit_and_message_under_ray(ray_local
         assert run05(tree, model_dir, *ray_flag) == 1
         lines.append(error_line(capsys))
     assert lines[0] == lines[1] and "no image could be embedded" in lines[1]
+
+
+# ---------------------------------------------------------------------------- set-up
+def test_without_the_flag_ray_is_never_imported(tmp_path):
+    source = write_relaion_parquet(tmp_path / "s.parquet", 300, seed=1)
+    code = ("import importlib, sys; s1 = importlib.import_module('01_download_and_filter'); "
+            "s5 = importlib.import_module('05_process_images'); "
+            f"assert s1.main(['--data-dir', {str(tmp_path / 'd')!r}, '--keywords', 'Madrid', '--source', {str(source)!r}]) == 0; "
+            "assert s5.main(['--workers', '0']) == 2; "
+            "assert 'ray' not in sys.modules, 'ray was imported'")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "d" / "metadata" / "part-00000.parquet").exists()
+
+
+def test_a_node_that_cannot_read_the_data_tree_says_what_is_wrong(ray_local, tmp_path):
+    probe = tmp_path / ".ray-probe-x"
+    assert "FileNotFoundError" in ray_runner._probe(str(probe), "token")
+    probe.write_text("another run's token")
+    assert ray_runner._probe(str(probe), "token") == "its probe file holds something else"
+    probe.write_text("token")
+    assert ray_runner._probe(str(probe), "token") is None
+    assert list(tmp_path.glob(".ray-probe-x.*")), "the node wrote no probe of its own"
+    ray_runner.check_shared_storage(tmp_path / "tree")  # the one real node shares it: no error, no probe left
+    assert not list((tmp_path / "tree").iterdir())
 
 
 # ---------------------------------------------------------------------------- local means local
