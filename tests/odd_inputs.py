@@ -23,8 +23,12 @@ ODD_PORTS = ["", "0", "65535", "65536", "99999", "-1", "+1", " 80", "0x50", "８
 ODD_SCHEMES = ["http", "https", "HTTP", "hTtPs", "ftp", "file", "javascript", "data", "mailto", "", "ht tp",
                "http\x00", "h\u0301ttp", "ws"]
 
-odd_char = st.sampled_from(ODD_CHARS)
-odd_text = st.lists(st.one_of(st.characters(), odd_char), max_size=30).map("".join)
+# (st.text over one alphabet is several times faster to draw than lists of mixed strategies)
+odd_text = st.one_of(
+    st.text(max_size=30),
+    st.text(st.sampled_from([c for c in ODD_CHARS if len(c) == 1] + list("a.b:/@[]-")), max_size=30),
+    st.builds(lambda a, odd, b: a + odd + b, st.text(max_size=12), st.sampled_from(ODD_CHARS), st.text(max_size=12)),
+)
 long_text = st.builds(lambda n, c: c * n, st.integers(1_000, 20_000), st.sampled_from(["a", "é", "/", "\u202e", "%"]))
 
 hosts = st.one_of(st.sampled_from(["example.com", "img.example.org", "127.0.0.1", "[::1]"]), st.sampled_from(ODD_HOSTS),
