@@ -112,9 +112,10 @@ def thumbnails(args, tree: DataTree, rows) -> dict:
     if len(missing) and args.download_missing:
         fetcher = Fetcher(timeout=args.timeout, retries=args.retries, allow_private_hosts=args.allow_private_hosts)
         todo = [(rows.url[k], tree.export_thumbnail(rows.ids[k])) for k in missing.tolist()]
-        done, statuses = export_thumbs.download_missing(todo, fetcher)
+        done, statuses, first_errors = export_thumbs.download_missing(todo, fetcher)
         in_export[missing[sorted(done)]] = True
         outcomes.update({f"download {k}": v for k, v in sorted(statuses.items())})
+        outcomes["download errors, first of each"] = first_errors
         print(f"downloaded {len(done):,} of {len(missing):,} missing thumbnails")
     elif len(missing):
         outcomes["missing, not downloaded"] = len(missing)

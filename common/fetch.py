@@ -5,11 +5,12 @@
     result.status                        # "success" or the reason: http_404, timeout, robots_noai, ...
     result.image                         # upright RGB PIL image when status == "success"
 
-Safe: http(s) only; a URL that does not parse (an unclosed IPv6 bracket, a port out of range, a
-host that is not a domain name under IDNA) is `bad_url`, a redirect to one `bad_redirect`; the host is resolved once, every address is checked (private, loopback,
-link-local and reserved ranges refused unless allowed), and the connection goes to the checked
-address, so a DNS answer cannot change between check and use; redirects are followed by hand
-and checked the same way. Bytes and pixels are capped; the content decides what it is.
+Safe: http(s) only; a URL that does not parse (an unclosed IPv6 bracket, a port out of range,
+a host that is not a domain name under IDNA) is `bad_url`, a redirect to one `bad_redirect`;
+the host is resolved once, every address is checked (private, loopback, link-local and reserved
+ranges refused unless allowed), and the connection goes to the checked address, so a DNS answer
+cannot change between check and use; redirects are followed by hand and checked the same way.
+Bytes and pixels are capped; the content decides what it is.
 Polite: a User-Agent naming the project, at most `per_host` requests to one host at a time,
 `X-Robots-Tag: noai` / `noimageai` respected, Retry-After honoured on 429/503.
 Robust: `fetch` never raises for what one URL or one server does; an exception nobody foresaw
@@ -81,6 +82,10 @@ class Target:
 
 def parse_target(url: str) -> Target:
     """Where a URL points, or Failure("bad_url") saying why it points nowhere. No DNS."""
+    if url is None or (isinstance(url, str) and not url.strip()):
+        raise Failure("bad_url", "row has no URL")
+    if not isinstance(url, str):
+        raise Failure("bad_url", f"URL is not text ({type(url).__name__})")
     try:
         parts = urlsplit(url)
         scheme = parts.scheme.lower()

@@ -1,7 +1,8 @@
 """A bad row is data, never a crash: what goes wrong while one row is handled becomes its status.
 
-Each step that handles rows one at a time (05's downloads, 07's missing thumbnails, 04's domains)
-marks its stages with `stage(status)` and catches `RowFailed` once, at the row's boundary:
+Each step that handles rows one at a time (05's downloads, 07's missing thumbnails and domains,
+04's domains) marks its stages with `stage(status)` and catches `RowFailed` once, at the row's
+boundary:
 
     try:
         with stage("row_error"):
@@ -54,6 +55,21 @@ def describe(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}"[:MAX_MESSAGE]
 
 
+def as_row_failure(e: BaseException, status: str) -> RowFailed:
+    """What an exception caught at a row's boundary means for the row; re-raises what is run-level.
+
+    For hot loops, where `stage`'s context manager would cost more than the row's own work:
+        try: ...
+        except Exception as e:  # noqa: BLE001 (the row's boundary)
+            failure = as_row_failure(e, "bad_url")
+    """
+    if isinstance(e, RowFailed):
+        return e
+    if is_run_level(e):
+        raise e
+    return RowFailed(status, describe(e))
+
+
 @contextmanager
 def stage(status: str) -> Iterator[None]:
     """Inside: any unexpected exception becomes RowFailed(status, its type and message).
@@ -66,6 +82,4 @@ def stage(status: str) -> Iterator[None]:
     except RowFailed:
         raise
     except BaseException as e:
-        if is_run_level(e):
-            raise
-        raise RowFailed(status, describe(e)) from e
+        raise as_row_failure(e, status) from e

@@ -1,15 +1,13 @@
 """Step 05: no single row stops the run. Odd URLs, odd redirects and a failure at every stage of
 one row's handling end as that row's status and error; the other rows go on.
 
-The property tests send what they generate through the real fetcher to a loopback server: name
-resolution is replaced by one that answers 127.0.0.1 for any host that encodes (a host ending in
-.invalid does not resolve), and every connection goes to the loopback image host.
+The property tests send what they generate through the real fetcher to a loopback server (see
+tests/loopback_fetcher.py).
 """
 from __future__ import annotations
 
 import csv
 import errno
-import socket
 import urllib.parse
 
 import numpy as np
@@ -27,6 +25,7 @@ from common.paths import DataTree
 from sample import images as sample
 from tests.conftest import load_step
 from tests.image_server import ImageHost, image_server  # noqa: F401
+from tests.loopback_fetcher import loopback_fetcher
 from tests.odd_inputs import http_urls, odd_text, urls
 from tests.tiny_clip import ColourClip
 
@@ -47,32 +46,10 @@ def host():
     server.stop()
 
 
-class LoopbackFetcher(Fetcher):
-    """The real fetcher, with every connection sent to the loopback host (whatever the URL's host and port)."""
-
-    def __init__(self, port: int):
-        super().__init__(timeout=0.5, retries=0, allow_private_hosts=True, backoff=0.01)
-        self.port = port
-
-    def _pool(self, scheme, host, port, address):
-        return super()._pool("http", host, self.port, "127.0.0.1")
-
-
-def fake_getaddrinfo(host, port, *args, **kwargs):
-    if isinstance(host, str):
-        host.encode("idna")  # what the real one does first (UnicodeError for a host that does not encode)
-        if host.endswith(".invalid"):
-            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
-    return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
-
-
 @pytest.fixture(scope="module")
-def loopback_fetcher(host):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(socket, "getaddrinfo", fake_getaddrinfo)
-        f = LoopbackFetcher(host.server.server_address[1])
+def fetcher(host):
+    with loopback_fetcher(host) as f:
         yield f
-        f.close()
 
 
 def assert_is_a_row_outcome(result) -> None:
@@ -96,16 +73,16 @@ def test_a_url_parses_to_a_target_or_is_a_bad_url(url):
 
 @settings(max_examples=FETCH_EXAMPLES, **PROPERTY)
 @given(url=st.one_of(urls, http_urls))
-def test_no_url_makes_the_fetcher_raise(loopback_fetcher, url):
-    result = loopback_fetcher.fetch(url)
+def test_no_url_makes_the_fetcher_raise(fetcher, url):
+    result = fetcher.fetch(url)
     assert_is_a_row_outcome(result)
     assert result.status in STATUSES_OF_A_FETCH or result.status.startswith("http_")
 
 
 @settings(max_examples=REDIRECT_EXAMPLES, **PROPERTY)
 @given(location=st.one_of(urls, http_urls, odd_text))
-def test_no_redirect_location_makes_the_fetcher_raise(loopback_fetcher, host, location):
-    result = loopback_fetcher.fetch(host.url("/redirect-to?" + urllib.parse.quote(location, safe="")))
+def test_no_redirect_location_makes_the_fetcher_raise(fetcher, host, location):
+    result = fetcher.fetch(host.url("/redirect-to?" + urllib.parse.quote(location, safe="")))
     assert_is_a_row_outcome(result)
     assert result.status in STATUSES_OF_A_FETCH or result.status.startswith("http_")
 
@@ -123,8 +100,8 @@ def test_no_redirect_location_makes_the_fetcher_raise(loopback_fetcher, host, lo
     ("http://example.com:0/a.jpg", "bad_url", "port 0"),
     ("http://nowhere.invalid/a.jpg", "dns_error", "cannot resolve"),
 ])
-def test_odd_urls_end_with_a_reason(loopback_fetcher, url, status, words):
-    result = loopback_fetcher.fetch(url)
+def test_odd_urls_end_with_a_reason(fetcher, url, status, words):
+    result = fetcher.fetch(url)
     assert result.status == status and words in result.error
 
 
@@ -132,15 +109,15 @@ def test_odd_urls_end_with_a_reason(loopback_fetcher, url, status, words):
     ("http://[::1", "Invalid IPv6 URL"), ("javascript:alert(1)", "only http and https"),
     ("http://a..b/x.jpg", "is not a domain name"), ("//:99999/x", "Port out of range"),
 ])
-def test_redirects_to_odd_locations_are_bad_redirects(loopback_fetcher, host, location, words):
-    result = loopback_fetcher.fetch(host.url("/redirect-to?" + urllib.parse.quote(location, safe="")))
+def test_redirects_to_odd_locations_are_bad_redirects(fetcher, host, location, words):
+    result = fetcher.fetch(host.url("/redirect-to?" + urllib.parse.quote(location, safe="")))
     assert result.status == "bad_redirect" and words in result.error
 
 
-def test_an_international_host_is_sent_in_its_ascii_form(loopback_fetcher, host):
+def test_an_international_host_is_sent_in_its_ascii_form(fetcher, host):
     good = host.add("munich.jpg", sample.jpeg())
     path = urllib.parse.urlsplit(good).path
-    assert loopback_fetcher.fetch(f"http://münchen.example{path}").status == "success"
+    assert fetcher.fetch(f"http://münchen.example{path}").status == "success"
     assert host.hits(path)[-1][1]["Host"] == "xn--mnchen-3ya.example"
 
 
@@ -202,13 +179,13 @@ def run_colours(step, server, tmp_path, monkeypatch, clip=None, *extra):
     return code, tree, good
 
 
-def red_only(real, exception=RuntimeError("injected")):
+def red_only(real, exception: Exception | None = None):
     """`real`, except that it raises for the red picture (recognised by its URL, bytes or pixels)."""
     def wrapper(*args, **kwargs):
         first = args[0]
         if (isinstance(first, str) and "red.png" in first) or (isinstance(first, bytes) and first == sample.png(
                 sample.COLOURS["red"])) or (hasattr(first, "getpixel") and is_red(first)):
-            raise exception
+            raise exception or RuntimeError("injected")
         return real(*args, **kwargs)
     return wrapper
 
