@@ -86,14 +86,15 @@ class FileReport:
     rows_scanned: int = 0
     matched: Counter = field(default_factory=Counter)
     no_url: int = 0
+    malformed_rows: int = 0
     rows_written: int = 0
     bytes_downloaded: int = 0
     failed: str | None = None
 
     def info(self, signature: dict) -> dict:
         return {"signature": signature, "source_file": self.source.name, "rows_scanned": self.rows_scanned,
-                "matched": dict(self.matched), "no_url": self.no_url, "rows_written": self.rows_written,
-                "bytes_downloaded": self.bytes_downloaded}
+                "matched": dict(self.matched), "no_url": self.no_url, "malformed_rows": self.malformed_rows,
+                "rows_written": self.rows_written, "bytes_downloaded": self.bytes_downloaded}
 
 
 def plan_sources(args, job: Job) -> tuple[list[SourceFile], str]:
@@ -155,6 +156,7 @@ def filter_into_part(path: Path, src: SourceFile, job: Job, report: FileReport) 
     try:
         for batch in read_matches(path, src.name, job.matcher, job.url_column, job.caption_column, job.stop):
             report.rows_scanned += batch.scanned
+            report.malformed_rows += batch.malformed
             if batch.table is None:
                 continue
             for k, n in enumerate(np.bincount(batch.which, minlength=len(keywords))):
@@ -222,9 +224,11 @@ def write_stats(stats: StepStats, job: Job, args, where: str, reports: list[File
                             f"{failed[0]['reason']})")
         raise UserError(f"no caption names {' / '.join(job.matcher.keywords)} in {t['rows_scanned']:,} rows of "
                         f"{t['files_done']:,} file(s): check the spelling, try --match substring, or read more files")
-    stats.rows_in, stats.rows_out = t["rows_scanned"], t["rows_written"]
+    stats.rows_in, stats.rows_out = t["rows_scanned"] + t["malformed_rows"], t["rows_written"]
     stats.drop("caption_without_keyword", t["rows_scanned"] - sum(t["matched_per_keyword"].values()))
     stats.drop("no_url", t["no_url"])
+    if t["malformed_rows"]:
+        stats.drop("malformed_csv_line", t["malformed_rows"])
     stats.write(job.tree.metadata, args, packages=("huggingface_hub",), source=where,
                 files_done=t["files_done"], files_skipped_finished=skipped, files_failed=failed,
                 matched_per_keyword=t["matched_per_keyword"], bytes_downloaded=t["bytes_downloaded"])
