@@ -101,22 +101,26 @@ class Embedder:
             self.flush()
 
     def flush(self) -> None:
-        """Start this batch, then collect the previous one: the GPU computes while we stack the next."""
+        """Submit batch N, then collect N-1: the device computes N while the workers decode N+1."""
         if self.ids:
-            ids, stacked = list(self.ids), np.stack(self.pixels)
+            ids, pixels = list(self.ids), list(self.pixels)
             self.ids.clear()
             self.pixels.clear()
-            handle = self._submit(stacked)
+            handle = self._submit(pixels)
             self._collect()
-            self.lagged.append((ids, stacked, handle))
+            self.lagged.append((ids, pixels, handle))
 
     def finish(self) -> None:
         self.flush()
         self._collect()
 
-    def _submit(self, stacked: np.ndarray):
+    @property
+    def overlapped(self) -> bool:
+        return hasattr(self.clip, "submit_pixels")  # else a plain encode_pixels (numpy stand-ins)
+
+    def _submit(self, pixels: list[np.ndarray]):
         try:
-            return getattr(self.clip, "submit_pixels", self.clip.encode_pixels)(stacked)
+            return self.clip.submit_pixels(pixels) if self.overlapped else self.clip.encode_pixels(np.stack(pixels))
         except Exception as e:
             if is_run_level(e):
                 raise
@@ -125,16 +129,15 @@ class Embedder:
     def _collect(self) -> None:
         if not self.lagged:
             return
-        ids, stacked, handle = self.lagged.pop()
+        ids, pixels, handle = self.lagged.pop()
         try:
             if isinstance(handle, Exception):
                 raise handle
-            out = self.clip.collect(handle) if hasattr(self.clip, "collect") else handle
-            self._keep(ids, np.asarray(out))
+            self._keep(ids, np.asarray(self.clip.collect(handle) if self.overlapped else handle))
         except Exception as e:
             if is_run_level(e):
                 raise
-            self._one_by_one(ids, stacked, e)
+            self._one_by_one(ids, pixels, e)
 
     def _keep(self, ids: list[str], out: np.ndarray) -> None:
         assert len(out) == len(ids), f"the model returned {len(out)} vectors for {len(ids)} images"
@@ -144,12 +147,12 @@ class Embedder:
             else:
                 self.outcomes[row_id] = Outcome("embed_error", "the model returned a non-finite embedding")
 
-    def _one_by_one(self, ids: list[str], stacked: np.ndarray, batch_error: Exception) -> None:
+    def _one_by_one(self, ids: list[str], pixels: list[np.ndarray], batch_error: Exception) -> None:
         failed = 0
-        for k, row_id in enumerate(ids):
+        for row_id, square in zip(ids, pixels):
             try:
                 with stage("embed_error"):
-                    self._keep([row_id], np.asarray(self.clip.encode_pixels(stacked[k:k + 1])))
+                    self._keep([row_id], np.asarray(self.clip.encode_pixels(square[None])))
             except RowFailed as e:
                 self.outcomes[row_id] = Outcome(e.status, e.message)
                 failed += 1
