@@ -120,8 +120,11 @@ def thumbnails(args, tree: DataTree, rows) -> dict:
     elif len(missing):
         outcomes["missing, not downloaded"] = len(missing)
     pairs = [(tree.thumbnail(i), tree.export_thumbnail(i)) for i in rows.ids[in_cache].tolist()]
-    counts = export_thumbs.export_thumbnails(pairs, exported, args.overwrite)
+    counts, unusable = export_thumbs.export_thumbnails(pairs, exported, args.overwrite)
     print("thumbnails: " + ", ".join(f"{n:,} {how}" for how, n in sorted(counts.items()) if n))
+    if unusable:
+        in_cache &= np.fromiter((i not in unusable for i in rows.ids), bool, len(rows))
+        outcomes["unusable in step 05's cache"] = len(unusable)
     rows.has_thumb = in_cache | in_export
     outcomes["without a thumbnail"] = int((~rows.has_thumb).sum())
     return outcomes

@@ -82,23 +82,31 @@ def _copy(src: Path, dst: Path) -> str:
 
 
 def export_thumbnails(pairs: list[tuple[Path, Path]], already: set[str], overwrite: bool,
-                      size: int = THUMB_SIZE) -> Counter:
+                      size: int = THUMB_SIZE) -> tuple[Counter, set[str]]:
     """Put every (cached, exported) pair in place, skipping exported files whose id is in `already`
-    (one directory listing instead of a stat per file); counts linked / copied / shrunk / already there."""
+    (one directory listing instead of a stat per file); counts linked / copied / shrunk / already
+    there / unusable, and returns the ids of the cached files that could not be used (unreadable,
+    gone): those rows have no thumbnail, and the export goes on."""
     counts: Counter[str] = Counter()
+    unusable: set[str] = set()
     todo = pairs if overwrite else [(s, d) for s, d in pairs if d.stem not in already]
     counts["already there"] = len(pairs) - len(todo)
     if not todo:
-        return counts
+        return counts, unusable
     todo[0][1].parent.mkdir(parents=True, exist_ok=True)
     small = cache_is_small([s for s, _ in todo], size)
     for src, dst in tqdm(todo, desc="thumbnails", unit="file", mininterval=1.0):
-        if small:
-            counts[link_or_copy(src, dst)] += 1
-        else:
-            shrink(src, dst, size)
-            counts["shrunk"] += 1
-    return counts
+        try:
+            with stage("unusable"):
+                if small:
+                    counts[link_or_copy(src, dst)] += 1
+                else:
+                    shrink(src, dst, size)
+                    counts["shrunk"] += 1
+        except RowFailed:
+            counts["unusable in step 05's cache"] += 1
+            unusable.add(dst.stem)
+    return counts, unusable
 
 
 def download_one(fetcher: Fetcher, url, dst: Path, size: int = THUMB_SIZE) -> tuple[str, str | None]:

@@ -67,3 +67,18 @@ def test_odd_urls_and_unforeseen_failures_are_counted_and_the_export_is_made(tmp
     errors = thumbs["download errors, first of each"]
     assert errors["write_error"] == f"{good[0]}: RuntimeError: injected" and "bad_url" in errors
     assert [tree.export_thumbnail(i).exists() for i in gen.ids] == [False, True, True, True] + [False] * 4
+
+
+def test_an_unreadable_cached_thumbnail_is_counted_and_the_export_is_made(tmp_path, capsys):
+    tree = DataTree.at(tmp_path / "data")
+    gen = make_inputs(tree, n=6, seed=4, tags=False, thumbs=False)
+    tree.images.mkdir(parents=True, exist_ok=True)
+    for i in gen.ids:  # larger than the export size, so each is shrunk (decoded), not linked
+        tree.thumbnail(i).write_bytes(sample_images.jpeg((200, 40, 40), (300, 200)))
+    tree.thumbnail(gen.ids[2]).write_bytes(b"\xff\xd8 not a jpeg after all")
+    code = step.main(["--data-dir", str(tree.root), "--no-download-missing", "--poster-size", "0",
+                      "--levels", "16", "--no-gephi"])
+    assert code == 0 and tree.manifest_file.exists()
+    thumbs = json.loads((tree.export / "_stats.json").read_text())["thumbnails"]
+    assert thumbs["unusable in step 05's cache"] == 1 and thumbs["without a thumbnail"] == 1
+    assert [tree.export_thumbnail(i).exists() for i in gen.ids] == [True, True, False, True, True, True]
