@@ -168,9 +168,11 @@ def write_stats(stats: StepStats, job: Job, args, where: str, reports: list[File
                             f"{failed[0]['reason']})")
         raise UserError(f"no caption names {' / '.join(job.matcher.keywords)} in {t['rows_scanned']:,} rows of "
                         f"{t['files_done']:,} file(s): check the spelling, try --match substring, or read more files")
-    stats.rows_in, stats.rows_out = t["rows_scanned"], t["rows_written"]
+    stats.rows_in, stats.rows_out = t["rows_scanned"] + t["malformed_rows"], t["rows_written"]
     stats.drop("caption_without_keyword", t["rows_scanned"] - sum(t["matched_per_keyword"].values()))
     stats.drop("no_url", t["no_url"])
+    if t["malformed_rows"]:
+        stats.drop("malformed_csv_line", t["malformed_rows"])
     stats.write(job.tree.metadata, args, packages=("huggingface_hub",), source=where,
                 files_done=t["files_done"], files_skipped_finished=skipped, files_failed=failed,
                 matched_per_keyword=t["matched_per_keyword"], bytes_downloaded=t["bytes_downloaded"],

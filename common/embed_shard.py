@@ -14,7 +14,7 @@ from collections import Counter
 import pyarrow as pa
 
 from common import embedding_shards as shards
-from common.download_embed import ImageSource, Outcome, _prepare_safely, embed_images, stack_in_order
+from common.download_embed import ImageSource, Outcome, embed_images, prepare_row, stack_in_order
 from common.fetch import Fetcher
 from common.paths import DataTree
 
@@ -68,7 +68,7 @@ def fetch_thumbnails(items: dict[str, str], source: ImageSource, workers: int) -
     process_shard then finds every thumbnail cached."""
     failed, counts = {}, Counter()
     with cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fetch") as pool:
-        for row_id, outcome, pixels in pool.map(lambda item: _prepare_safely(source, *item), items.items()):
+        for row_id, outcome, pixels in pool.map(lambda item: prepare_row(source, *item), items.items()):
             counts["cached" if outcome.cached else ("downloaded" if pixels is not None else "failed")] += 1
             if pixels is None:
                 failed[row_id] = outcome

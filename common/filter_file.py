@@ -48,6 +48,7 @@ class FileReport:
     rows_scanned: int = 0
     matched: Counter = field(default_factory=Counter)
     no_url: int = 0
+    malformed_rows: int = 0
     rows_written: int = 0
     bytes_downloaded: int = 0
     failed: str | None = None
@@ -55,8 +56,8 @@ class FileReport:
     def info(self, signature: dict) -> dict:
         return {"signature": signature, "source_file": self.source.name, "repo": self.source.repo,
                 "subset": self.source.subset, "rows_scanned": self.rows_scanned,
-                "matched": dict(self.matched), "no_url": self.no_url, "rows_written": self.rows_written,
-                "bytes_downloaded": self.bytes_downloaded}
+                "matched": dict(self.matched), "no_url": self.no_url, "malformed_rows": self.malformed_rows,
+                "rows_written": self.rows_written, "bytes_downloaded": self.bytes_downloaded}
 
 
 # ---------------------------------------------------------------------------- one file
@@ -78,6 +79,7 @@ def filter_into_part(path: Path, src: SourceFile, job: Job, report: FileReport) 
     try:
         for batch in read_matches(path, src.name, job.matcher, job.url_column, job.caption_column, job.stop):
             report.rows_scanned += batch.scanned
+            report.malformed_rows += batch.malformed
             if batch.table is None:
                 continue
             for k, n in enumerate(np.bincount(batch.which, minlength=len(keywords))):

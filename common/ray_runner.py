@@ -228,7 +228,7 @@ def _gather(ray, refs: list, desc: str, unit: str, measure, what: str) -> list:
 
 
 # ---------------------------------------------------------------------------- step 05
-class Embedder:
+class EmbedActor:
     """A process that holds the model (loaded on first use, again after a restart) and embeds
     whole shards from their stored thumbnails with the same process_shard as a threaded run."""
 
@@ -288,7 +288,7 @@ def _embedders(ray, args, tree, model, cwd: str) -> list:
     on_gpu = gpus > 0 and args.device != "cpu"
     count = gpus if on_gpu else max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
     actor = ray.remote(num_gpus=1 if on_gpu else 0, num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES)
-    cls = actor(Embedder)
+    cls = actor(EmbedActor)
     return [cls.options(scheduling_strategy="SPREAD").remote(args, tree, model, "cuda" if on_gpu else "cpu", cwd)
             for _ in range(count)]
 

@@ -223,7 +223,7 @@ def test_05_a_model_actor_killed_mid_shard_restarts_and_the_shards_are_right(ray
     for tree in (threads, on_ray):
         write_input(tree, urls)
     assert run05(threads, model_dir, "--shard-size", "6") == 0
-    with kill_once("ray::Embedder.embed") as killed:
+    with kill_once("ray::EmbedActor.embed") as killed:
         assert run05(on_ray, model_dir, "--shard-size", "6", "--ray") == 0
     assert killed, "no actor was embedding: the test did not test anything"
     assert_same_shards(threads, on_ray)
