@@ -72,17 +72,23 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
     return True
 
 
+def _is_token_flag(name: str) -> bool:
+    # argparse also accepts an unambiguous prefix of a flag (--tok)
+    return len(name) > 3 and "--token".startswith(name)
+
+
 def redact_command(argv: list[str]) -> str:
     """The command line with the value of every --token replaced by ***."""
     out, hide = [], False
     for arg in argv:
+        name, eq, _ = arg.partition("=")
         if hide:
             out.append("***")
-        elif arg.startswith("--token="):
-            out.append("--token=***")
+        elif eq and _is_token_flag(name):
+            out.append(f"{name}=***")
         else:
             out.append(arg)
-        hide = arg == "--token"
+        hide = not eq and _is_token_flag(name)
     return subprocess.list2cmdline(out)
 
 
@@ -93,6 +99,9 @@ def _entrypoint_redacted(ray):
     utils = getattr(getattr(ray, "_private", None), "utils", None)
     original = getattr(utils, "get_entrypoint_name", None)
     if original is None:
+        if any(_is_token_flag(a.partition("=")[0]) for a in sys.orig_argv):
+            raise UserError("this Ray version would record --token in its job list: pass the token through "
+                            "HF_TOKEN or `hf auth login` instead")
         yield
         return
     utils.get_entrypoint_name = lambda: redact_command(sys.orig_argv)

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from common import ray_runner
+from common.cli import UserError
 from common.embedding_shards import finished_shards, read_shard
 from common.paths import DataTree
 from sample import images as sample
@@ -165,8 +167,15 @@ def test_01_hub_token_reaches_workers_but_no_log_or_file(ray_local, hub_server, 
 
 def test_the_command_line_ray_records_as_the_job_leaves_out_the_token():
     line = ray_runner.redact_command(["python", "01_download_and_filter.py", "--token", "hf_secret1", "--keywords",
-                                      "Madrid", "--token=hf_secret2", "--ray"])
-    assert "hf_secret" not in line and line.count("***") == 2 and "--keywords Madrid" in line
+                                      "Madrid", "--token=hf_secret2", "--tok", "hf_secret3", "--ray"])
+    assert "hf_secret" not in line and line.count("***") == 3 and "--keywords Madrid" in line
+
+
+def test_a_ray_without_the_recorded_entrypoint_hook_refuses_a_token_on_the_command_line(monkeypatch):
+    fake_ray = types.SimpleNamespace(_private=types.SimpleNamespace(utils=types.SimpleNamespace()))
+    monkeypatch.setattr(sys, "orig_argv", ["python", "05_process_images.py", "--token", "hf_secret", "--ray"])
+    with pytest.raises(UserError, match="HF_TOKEN"), ray_runner._entrypoint_redacted(fake_ray):
+        pass
 
 
 # ---------------------------------------------------------------------------- step 05
