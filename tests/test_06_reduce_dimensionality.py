@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +25,17 @@ CONCEPTS = ["harbour", "cathedral", "street market", "park", "skyline", "bridge"
             "beach", "museum", "stadium", "night", "snow"]
 CLUSTER_CONCEPTS = ["harbour", "cathedral", "park", "snow"]
 CAPTION_WORDS = {"harbour": "boats", "cathedral": "gothic", "park": "picnic", "snow": "winter"}
+
+
+def without_cuml(mp) -> None:
+    """This machine as one without cuML, whatever is installed: the backend choice, the log line and
+    the stats these tests check are the CPU path's."""
+    mp.setitem(sys.modules, "cuml", None)  # find_spec finds nothing and `import cuml` fails
+
+
+@pytest.fixture(autouse=True)
+def no_cuml(monkeypatch):
+    without_cuml(monkeypatch)
 
 
 def concept_vectors() -> np.ndarray:
@@ -101,6 +113,7 @@ def run(argv) -> tuple[int, str, str]:
 def umap_map(tmp_path_factory):
     """One UMAP map of 4 well-separated clusters (2 shards), made twice with the same seed."""
     mp = pytest.MonkeyPatch()
+    without_cuml(mp)
     mp.setattr(step, "encode_concepts",
                lambda m, p, concepts, d: concept_vectors()[[CONCEPTS.index(c) for c in concepts]])
     x, truth = clustered_vectors(per_cluster=60)
