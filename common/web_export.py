@@ -103,7 +103,8 @@ def remove_stale(export: Path, keep: set[str], folders: tuple[str, ...]) -> int:
 
 
 def manifest(title: str, n_rows: int, levels: dict[int, Level], sprites: dict, cluster_list: list[dict],
-             categories: list[str], parameters: dict, files: list[str], thumb_size: int) -> dict:
+             categories: list[str], parameters: dict, files: list[str], thumb_size: int,
+             labels: dict | None = None) -> dict:
     return {
         "version": CONTRACT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -115,6 +116,8 @@ def manifest(title: str, n_rows: int, levels: dict[int, Level], sprites: dict, c
         "sprites": {str(k): v for k, v in sorted(sprites.items())},
         "row_tiles": {"n": ROW_TILES, "pattern": ROW_TILE_PATTERN},
         "clusters": cluster_list,
+        # where the cluster names come from; `note` is shown to every reader (e.g. random weights)
+        "labels": {"from": (labels or {}).get("from"), "note": (labels or {}).get("note")},
         "categories": categories,
         "parameters": parameters,
         "files": sorted(files),
