@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import time
 
+from tqdm import tqdm
+
 FASTER = ("ViT-B-32", "laion2b_s34b_b79k")
 # open_clip's published zero-shot results (docs/openclip_classification_results.csv in
 # mlfoundations/open_clip): ImageNet-1k top-1 accuracy (%) and GFLOPs per image
@@ -52,7 +54,7 @@ class TimedClip:
     """A CLIP model whose first batch is timed; then it prints the estimate for the rows left.
     Everything else is the wrapped model's."""
 
-    def __init__(self, clip, rows: int, say=print):
+    def __init__(self, clip, rows: int, say=tqdm.write):  # tqdm.write: not in the middle of a progress bar
         self._clip, self._rows, self._say = clip, rows, say
         self._embedded, self._told = 0, False
 
