@@ -78,21 +78,22 @@ def embed_images(items: list[tuple[str, str]], source: ImageSource, clip, worker
     pending_ids, pending_px = [], []
 
     lagged: list = []  # (ids, handle) of the batch the model is computing now
+    overlapped = hasattr(clip, "submit_pixels")  # else a plain encode_pixels (numpy stand-ins)
 
     def collect_lagged():
         if lagged:
             ids, handle = lagged.pop()
-            vectors.update(zip(ids, clip.collect(handle) if hasattr(clip, "collect") else handle))
+            vectors.update(zip(ids, clip.collect(handle) if overlapped else handle))
 
     def flush():
-        # start this batch, then collect the previous one: the GPU computes while we stack the next
+        # submit batch N, then collect N-1: the device computes N while the workers decode N+1.
+        # Never more than batch_size at once: several workers can finish in one wait.
         if pending_ids:
-            submit = getattr(clip, "submit_pixels", clip.encode_pixels)
-            handle = submit(np.stack(pending_px))
+            ids, px = pending_ids[:batch_size], pending_px[:batch_size]
+            del pending_ids[:batch_size], pending_px[:batch_size]
+            handle = clip.submit_pixels(px) if overlapped else clip.encode_pixels(np.stack(px))
             collect_lagged()
-            lagged.append((list(pending_ids), handle))
-            pending_ids.clear()
-            pending_px.clear()
+            lagged.append((ids, handle))
 
     window = max(2 * batch_size, 4 * workers)  # bounded: memory stays flat whatever the shard size
     todo = iter(items)
@@ -116,9 +117,10 @@ def embed_images(items: list[tuple[str, str]], source: ImageSource, clip, worker
                         pending_ids.append(row_id)
                         pending_px.append(pixels)
                     bar.update(1)
-                if len(pending_ids) >= batch_size:
+                while len(pending_ids) >= batch_size:
                     flush()
-            flush()
+            while pending_ids:
+                flush()
             collect_lagged()
         except BaseException:
             for future in running:  # Ctrl-C: stop queued downloads now, let running ones time out

@@ -73,14 +73,15 @@ def usable(path: Path, matcher: CaptionMatcher, out_schema: pa.Schema, renames: 
 
 def write_part(path: Path, source_name: str, part: Path, matcher: CaptionMatcher, caption: str, url: str,
                renames: dict[str, str], out_schema: pa.Schema, info: Callable[[dict], dict],
-               stop: threading.Event | None = None) -> dict | None:
+               stop: threading.Event | None = None, subset: str | None = None) -> dict | None:
     """Filter `path` into `part` in one streaming query; the counts, or None when polars could
     not do it (a file it cannot read, a footer that does not match the rows): the caller then
     redoes the file on the pyarrow path, which reads what polars cannot or says why the file is
     unreadable.
 
     `info(counts)` turns the counts into the dict recorded in the part's footer; counts are
-    rows_scanned, matched (per keyword), no_url and rows_written.
+    rows_scanned, matched (per keyword), no_url and rows_written. `subset`, when given, fills the
+    `subset` column.
     """
     pl = polars()
     keywords = matcher.keywords
@@ -124,7 +125,9 @@ def write_part(path: Path, source_name: str, part: Path, matcher: CaptionMatcher
              .filter(pl.col(_ID).is_not_null())
              .rename(renames)
              .select(pl.exclude(_ID, _KEYWORD), pl.col(_ID).alias("id"),
-                     pl.lit(source_name, pl.String).alias("source_file"), pl.col(_KEYWORD).alias("matched_keyword")))
+                     pl.lit(source_name, pl.String).alias("source_file"),
+                     *([pl.lit(subset, pl.String).alias("subset")] if subset is not None else []),
+                     pl.col(_KEYWORD).alias("matched_keyword")))
     try:
         with atomic_path(part) as tmp:
             try:
