@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default=None, help="title shown by the viewer and on the poster "
                    "(default: the data folder's name)")
     p.add_argument("--poster-size", "--poster_size", dest="poster_size", type=int, default=DEFAULT_POSTER,
-                   help=f"long side of map.png in px (cropped to the data), e.g. 8000 for print (default {DEFAULT_POSTER}; 0: no poster)")
+                   help=f"long side of map.png in px (cropped to the data), e.g. 8000 for print "
+                        f"(default {DEFAULT_POSTER}; 0: no poster)")
     p.add_argument("--sprite-tile", "--sprite_tile", dest="sprite_tile", type=int, default=sprites.TILE,
                    help=f"side of one image in the sprite sheets, px (default {sprites.TILE})")
     p.add_argument("--gephi", action=argparse.BooleanOptionalAction, default=True,
