@@ -40,7 +40,8 @@ def test_first_batch_gives_the_time_for_the_rows_left_from_the_measured_rate(mon
 
 def test_the_estimate_is_said_once_and_names_the_faster_model_and_its_cost(monkeypatch):
     clip, said = timed(monkeypatch, rows=100, seconds=10.0)
-    clip.submit_pixels(np.zeros((10, 8, 8, 3), np.uint8))  # FakeClip has no submit_pixels: encode runs
+    assert not hasattr(clip, "submit_pixels")  # FakeClip has none: step 05 then calls encode_pixels
+    clip.encode_pixels(np.zeros((10, 8, 8, 3), np.uint8))
     clip.encode_pixels(np.zeros((10, 8, 8, 3), np.uint8))
     assert len(said) == 2
     assert said[1].startswith("faster on the CPU: --model ViT-B-32 --pretrained laion2b_s34b_b79k, about 27x less "
