@@ -113,15 +113,19 @@ def thumbnails(args, tree: DataTree, rows) -> dict:
     if len(missing) and args.download_missing:
         fetcher = Fetcher(timeout=args.timeout, retries=args.retries, allow_private_hosts=args.allow_private_hosts)
         todo = [(rows.url[k], tree.export_thumbnail(rows.ids[k])) for k in missing.tolist()]
-        done, statuses = export_thumbs.download_missing(todo, fetcher)
+        done, statuses, first_errors = export_thumbs.download_missing(todo, fetcher)
         in_export[missing[sorted(done)]] = True
         outcomes.update({f"download {k}": v for k, v in sorted(statuses.items())})
+        outcomes["download errors, first of each"] = first_errors
         print(f"downloaded {len(done):,} of {len(missing):,} missing thumbnails")
     elif len(missing):
         outcomes["missing, not downloaded"] = len(missing)
     pairs = [(tree.thumbnail(i), tree.export_thumbnail(i)) for i in rows.ids[in_cache].tolist()]
-    counts = export_thumbs.export_thumbnails(pairs, exported, args.overwrite)
+    counts, unusable = export_thumbs.export_thumbnails(pairs, exported, args.overwrite)
     print("thumbnails: " + ", ".join(f"{n:,} {how}" for how, n in sorted(counts.items()) if n))
+    if unusable:
+        in_cache &= np.fromiter((i not in unusable for i in rows.ids), bool, len(rows))
+        outcomes["unusable in step 05's cache"] = len(unusable)
     rows.has_thumb = in_cache | in_export
     outcomes["without a thumbnail"] = int((~rows.has_thumb).sum())
     return outcomes
