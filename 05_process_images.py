@@ -1,10 +1,13 @@
 """Step 05: download each image once, keep a thumbnail, embed it with CLIP, and tag it.
 
-Reads the cleaned rows of step 03 and, shard by shard, downloads every distinct URL (politely and
+Reads the cleaned rows of step 03 (or step 01's rows when step 03 has not run) and, shard by shard, downloads every distinct URL (politely and
 safely: see common/fetch.py), keeps a thumbnail, embeds it with CLIP and records what happened to
 each row. Zero-shot tags from a shipped vocabulary make the image-tag network of the second recipe.
+A re-run after re-cleaning reuses every vector already made with the same model, whatever shard
+its row falls in now (common/embedding_reuse.py): only new rows are fetched and embedded.
 
-Inputs:  data/metadata_cleaned/part-*.parquet (columns url, caption, ...; id added if missing)
+Inputs:  data/metadata_cleaned/part-*.parquet once step 03 finished, else data/metadata/part-*.parquet
+         (columns url, caption, ...; id added if missing)
 Outputs: data/images/<id>.jpg                        thumbnails, long side --thumb-size
          data/embeddings/embeddings-NNNNN.npy         float16, L2-normalised, one row per success
          data/embeddings/index-NNNNN.parquet          every row of the shard + status, error
@@ -24,14 +27,15 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from common import embedding_shards as shards
+from common import embedding_reuse, embedding_shards as shards
 from common.cli import UserError, add_overwrite, entrypoint, parser
 from common.clip import DEFAULT_VOCAB, TEMPLATES, load_clip, pick_device, read_vocab, resolve_model
 from common.concept_vectors import concept_vectors, tags_cache_file
-from common.download_embed import ImageSource, embed_images, stack_in_order
+from common.download_embed import ImageSource, Outcome, embed_images, stack_in_order
 from common.fetch import Fetcher
 from common.files import read_json, require_parts
 from common.paths import DataTree, stats_file
+from common.reports import pick_input
 from common.stats import StepStats
 from common.tags import top_tags, write_tags_csv
 
@@ -42,7 +46,8 @@ SUCCESS = shards.SUCCESS
 def build_parser() -> argparse.ArgumentParser:
     p = parser(__doc__)
     a = p.add_argument
-    a("--input_dir", "--input-dir", dest="input_dir", help="cleaned rows (default: <data-dir>/metadata_cleaned)")
+    a("--input_dir", "--input-dir", dest="input_dir", help="rows to process (default: <data-dir>/metadata_cleaned once step 03 finished, "
+      "else <data-dir>/metadata)")
     a("--model", default=DEFAULT_MODEL, help="CLIP model: OpenAI name (ViT-L/14@336px), open_clip name "
       "(ViT-L-14-336 with --pretrained openai) or hf-hub:org/name (default: %(default)s)")
     a("--pretrained", help="open_clip weights tag or checkpoint file; 'none' = random weights for smoke "
@@ -91,17 +96,24 @@ def check_args(args) -> None:
 
 # ---------------------------------------------------------------------------- input shards
 def input_parts(tree: DataTree, input_dir: str | None) -> list[Path]:
-    return require_parts(Path(input_dir) if input_dir else tree.metadata_cleaned, "03_clean_metadata.py")
+    folder = pick_input(tree, input_dir)
+    why = "" if input_dir else (" (step 03's cleaned rows)" if folder == tree.metadata_cleaned
+                                else " (step 01's rows: step 03 has not run)")
+    print(f"05: reading {folder}{why}")
+    return require_parts(folder, "01_download_and_filter.py")
 
 
 # ---------------------------------------------------------------------------- one shard
 def process_shard(n: int, table: pa.Table, ctx: dict, memo: dict) -> Counter:
     ids, urls = table.column("id").to_pylist(), table.column("url").to_pylist()
-    todo = {i: u for i, u in zip(ids, urls) if i and u and i not in memo}
+    reused, reused_failed = ctx["reuse"].take([i for i, u in zip(ids, urls) if i and u and i not in memo])
+    todo = {i: u for i, u in zip(ids, urls) if i and u and i not in memo and i not in reused and i not in reused_failed}
     outcomes, vectors, counts = embed_images(list(todo.items()), ctx["source"], ctx["clip"], ctx["workers"],
                                              ctx["batch_size"], desc=f"shard {n:05d}")
     memo.update({i: o for i, o in outcomes.items() if o.status != SUCCESS})  # failed once: not again this run
-    outcomes = {**memo, **outcomes}
+    outcomes = {**memo, **reused_failed, **{i: Outcome(SUCCESS) for i in reused}, **outcomes}
+    vectors.update(reused)
+    counts.update(reused=len(reused), reused_failures=len(reused_failed))
     status = [outcomes[i].status if i in outcomes else "bad_url" for i in ids]
     error = [outcomes[i].error if i in outcomes else "row has no URL" for i in ids]
     table = table.drop_columns([c for c in ("status", "error") if c in table.column_names])
@@ -171,14 +183,29 @@ def plan(args, tree: DataTree, parts: list[Path], meta: dict, stats: StepStats) 
     return todo, skipped
 
 
-def run_shards(args, tree: DataTree, parts: list[Path], todo: list[int], clip) -> Counter:
+def prepare_reuse(args, tree: DataTree, todo: list[int], skipped: list[int], model: tuple):
+    """Retire the shards to rewrite, and those past the input's end (after rows were dropped), into
+    the lookup of earlier vectors. A --limit trial leaves the shards past its end alone."""
+    last = max(todo + skipped, default=-1)
+    past_end = [] if args.limit else [n for n in shards.finished_shards(tree) if n > last]
+    if past_end:
+        print(f"{len(past_end):,} shard(s) past the end of the input: their rows are gone or moved; removing them")
+    reuse = embedding_reuse.prepare(tree, todo, past_end, model, args.overwrite)
+    if len(reuse) or reuse.failures:
+        print(f"reusing earlier work: {len(reuse):,} embedded images and {len(reuse.failures):,} permanent "
+              f"failures ({', '.join(sorted(embedding_reuse.PERMANENT))}) from the same model")
+    return reuse
+
+
+def run_shards(args, tree: DataTree, parts: list[Path], todo: list[int], clip, reuse) -> Counter:
     if not clip.device.startswith("cuda"):
         print("CLIP runs on the CPU: expect a few images per second for ViT-L/14 (a CUDA GPU is ~100x faster)")
     fetcher = make_fetcher(args, clip)
     ctx = {"tree": tree, "clip": clip, "workers": args.workers,
            "batch_size": args.batch_size or (256 if clip.device.startswith("cuda") else 32),
            "meta": {"model": clip.name, "pretrained": clip.pretrained, "dim": clip.dim},
-           "source": ImageSource(tree, fetcher, args.thumb_size, clip.input_size, args.keep_images)}
+           "source": ImageSource(tree, fetcher, args.thumb_size, clip.input_size, args.keep_images),
+           "reuse": reuse}
     run, memo, wanted = Counter(), {}, set(todo)
     try:
         for n, table in shards.iter_input_shards(parts, args.shard_size, args.limit):
@@ -186,6 +213,7 @@ def run_shards(args, tree: DataTree, parts: list[Path], todo: list[int], clip) -
                 run.update(process_shard(n, table, ctx, memo))
     finally:
         fetcher.close()
+    embedding_reuse.finish(tree)  # every shard is written: the retired ones are no longer needed
     return run
 
 
@@ -200,10 +228,11 @@ def finish(args, tree: DataTree, stats: StepStats, clip, run: Counter, skipped: 
                 model=clip.name, pretrained=clip.pretrained, dim=clip.dim, device=clip.device,
                 statuses=dict(sorted(status.items())), shards_done=len(shards.finished_shards(tree)),
                 shards_skipped=len(skipped), downloaded=run["downloaded"], thumbnails_reused=run["cached"],
+                embeddings_reused=run["reused"], failures_reused=run["reused_failures"],
                 images_per_second=round(images / max(stats.seconds, 1e-9), 2), tags=tags)
     print(stats.summary())
-    print(f"{run['downloaded']:,} downloaded, {run['cached']:,} from cached thumbnails, {run['failed']:,} failed "
-          f"this run; {tags['edges']:,} tag edges in {tree.tags_file}")
+    print(f"{run['downloaded']:,} downloaded, {run['cached']:,} from cached thumbnails, {run['failed']:,} failed, "
+          f"{run['reused']:,} embeddings reused this run; {tags['edges']:,} tag edges in {tree.tags_file}")
     if not stats.rows_out:
         print("no image could be embedded: see the status counts above and index-*.parquet", file=sys.stderr)
         return 1
@@ -221,6 +250,7 @@ def main(argv=None) -> int:
     pick_device(args.device)
     stats = StepStats("05_process_images")
     todo, skipped = plan(args, tree, parts, {"model": name, "pretrained": pretrained}, stats)
+    reuse = prepare_reuse(args, tree, todo, skipped, (name, pretrained))
     if skipped:
         print(f"skipped {len(skipped):,} finished shard(s) ({', '.join(f'{n:05d}' for n in skipped[:10])}"
               f"{', ...' if len(skipped) > 10 else ''}); --overwrite redoes them")
@@ -228,7 +258,7 @@ def main(argv=None) -> int:
         print(f"nothing to do: all {len(skipped):,} shards finished and {tree.tags_file} is current")
         return 0
     clip = load_clip(name, pretrained, args.device)
-    run = run_shards(args, tree, parts, todo, clip)
+    run = run_shards(args, tree, parts, todo, clip, reuse)
     return finish(args, tree, stats, clip, run, skipped, write_tags(tree, clip, key))
 
 
