@@ -8,7 +8,9 @@ first; a downloaded file is deleted once filtered unless --keep-downloads.
 
 Writes data/metadata/part-NNNNN.parquet, one per source file (NNNNN = the file's place in the
 sorted file list), with the source's columns under internal names plus `id` (hash of the URL),
-`source_file` and `matched_keyword`; then data/metadata/_stats.json. A re-run skips finished
+`source_file` and `matched_keyword` (for --source collections also `post_id` and `image_index`:
+a cell listing several image URLs gives one row per image, see common/url_lists.py); then
+data/metadata/_stats.json. A re-run skips finished
 files; Ctrl-C loses at most the files in progress.
 
 Example:
@@ -39,6 +41,7 @@ from common.paths import DataTree, stats_file
 from common.sources import (SourceError, SourceFile, expand_local, pick_columns, prefer_jemalloc, read_matches,
                             source_schema)
 from common.stats import StepStats
+from common.url_lists import AUTO, NONE
 
 STEP = "01_download_and_filter"
 DEFAULT_WORKERS = 2
@@ -55,6 +58,10 @@ def build_parser():
     p.add_argument("--source", nargs="+", metavar="PATH", help="local parquet/CSV files, folders or globs instead of the Hub")
     p.add_argument("--url-column", "--url_column", dest="url_column", help="image URL column of --source files")
     p.add_argument("--caption-column", "--caption_column", dest="caption_column", help="caption column of --source files")
+    p.add_argument("--url-separator", "--url_separator", dest="url_separator", metavar="SEP",
+                   help="--source cells listing several image URLs (a post with several pictures): split them "
+                        "on SEP into one row per image; 'auto' (the default for --source) splits cells that read "
+                        "as comma-joined http(s) URLs; 'none' keeps every cell as one URL")
     p.add_argument("--match", default="word", help="word (whole word, the default), substring or regex")
     p.add_argument("--case-sensitive", "--case_sensitive", dest="case_sensitive", action="store_true",
                    help="match case exactly (default: case-insensitive)")
@@ -77,6 +84,7 @@ class Job:
     token: str | None = field(default=None, repr=False)
     keep_downloads: bool = False
     workers: int = DEFAULT_WORKERS
+    url_separator: str | None = None  # common.url_lists: None keeps each URL cell whole
     stop: threading.Event = field(default_factory=threading.Event)
 
 
@@ -141,11 +149,12 @@ def filter_into_part(path: Path, src: SourceFile, job: Job, report: FileReport) 
     schema = source_schema(path, src.name)
     url, caption = pick_columns(schema.names, src.name, job.url_column, job.caption_column)
     renames = rename_for_output(schema.names, job.url_column, job.caption_column)
-    out_schema = output_schema(schema, renames)
+    out_schema = output_schema(schema, renames, job.url_separator)
     part = job.tree.metadata_part(src.index)
     if not src.is_csv and polars_parts.usable(path, job.matcher, out_schema, renames):
         counts = polars_parts.write_part(path, src.name, part, job.matcher, caption, url, renames, out_schema,
-                                         lambda c: replace(report, **c).info(job.signature), job.stop)
+                                         lambda c: replace(report, **c).info(job.signature), job.stop,
+                                         job.url_separator)
         if counts is not None:
             for key, value in counts.items():
                 setattr(report, key, Counter(value) if key == "matched" else value)
@@ -159,7 +168,7 @@ def filter_into_part(path: Path, src: SourceFile, job: Job, report: FileReport) 
                 continue
             for k, n in enumerate(np.bincount(batch.which, minlength=len(keywords))):
                 report.matched[keywords[k]] += int(n)
-            table, dropped = output_table(batch.table, batch.which, keywords, src.name, renames)
+            table, dropped = output_table(batch.table, batch.which, keywords, src.name, renames, job.url_separator)
             report.no_url += dropped
             writer.write(table)
         report.rows_written = writer.rows
@@ -230,6 +239,18 @@ def write_stats(stats: StepStats, job: Job, args, where: str, reports: list[File
                 matched_per_keyword=t["matched_per_keyword"], bytes_downloaded=t["bytes_downloaded"])
 
 
+def url_separator(args) -> str | None:
+    """How URL cells are split: `auto` for --source collections unless told, never for the Hub's rows."""
+    if args.url_separator == "":
+        raise UserError("--url-separator needs a separator (e.g. ',' or ' | '), 'auto' or 'none'")
+    if not args.source:
+        if args.url_separator not in (None, NONE):
+            raise UserError("--url-separator is for --source collections; RE-LAION rows hold one URL each")
+        return None
+    choice = args.url_separator or AUTO
+    return None if choice.lower() == NONE else (AUTO if choice.lower() == AUTO else choice)
+
+
 # ---------------------------------------------------------------------------- main
 @entrypoint
 def main(argv=None) -> int:
@@ -239,8 +260,11 @@ def main(argv=None) -> int:
     tree = DataTree.at(args.data_dir)
     matcher = build_matcher(args.keywords, args.match, args.case_sensitive)
     signature = {"keywords": matcher.keywords, "match": args.match, "case_sensitive": args.case_sensitive}
+    separator = url_separator(args)
+    if separator is not None:  # parts split otherwise are parts made with other settings
+        signature["url_separator"] = separator
     job = Job(tree, matcher, signature, args.url_column, args.caption_column,
-              keep_downloads=args.keep_downloads, workers=args.workers)
+              keep_downloads=args.keep_downloads, workers=args.workers, url_separator=separator)
     files, where = plan_sources(args, job)
     if job.repo and files:  # a gated repo whose terms are not accepted fails here, before anything changes
         hub.check_access(job.repo, files[0].name, job.token)

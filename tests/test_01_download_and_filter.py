@@ -80,7 +80,7 @@ def test_output_keeps_source_columns_and_adds_id_source_file_keyword(tmp_path):
     assert run(tmp_path / "d", "--keywords", "madrid", "--source", tmp_path / "src") == 0
     t = read_parts(tmp_path / "d")
     assert t.column_names == ["url", "caption", "similarity", "width", "height", "language", "punsafe",
-                              "pwatermark", "id", "source_file", "matched_keyword"]
+                              "pwatermark", "id", "source_file", "matched_keyword", "post_id", "image_index"]
     assert t["id"].to_pylist() == [row_id(u) for u in t["url"].to_pylist()]
     assert set(t["matched_keyword"].to_pylist()) == {"madrid"}
 
@@ -310,7 +310,9 @@ def test_parquet_columns_that_clash_with_added_ones_keep_their_data_under_source
     assert run(tmp_path / "d", "--keywords", "Madrid", "--source", src,
                "--url-column", "media_url", "--caption-column", "text") == 0
     t = read_parts(tmp_path / "d")
-    assert t.column_names == ["source_id", "url", "caption", "source_url", "id", "source_file", "matched_keyword"]
+    assert t.column_names == ["source_id", "url", "caption", "source_url", "id", "source_file", "matched_keyword",
+                              "post_id", "image_index"]
     assert t.to_pylist() == [{"source_id": "t1", "url": "http://a.test/x.jpg", "caption": "Madrid!",
                               "source_url": "http://page.test/1", "id": row_id("http://a.test/x.jpg"),
-                              "source_file": str(src), "matched_keyword": "Madrid"}]
+                              "source_file": str(src), "matched_keyword": "Madrid",
+                              "post_id": row_id("http://a.test/x.jpg"), "image_index": 0}]
