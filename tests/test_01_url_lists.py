@@ -3,6 +3,7 @@ the post's columns kept, the post traceable; the same parts on the polars and th
 from __future__ import annotations
 
 import csv
+import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -13,6 +14,7 @@ from common.columns import row_id
 from common.paths import DataTree
 from common.url_lists import split_cell
 from tests.conftest import load_step
+from tests.image_server import image_server  # noqa: F401
 
 step = load_step("01_download_and_filter")
 
@@ -106,3 +108,25 @@ def test_auto_splits_only_lists_of_http_urls():
     assert split_cell("https://a.test/1.jpg,ftp://b.test/2.png", "auto") == ["https://a.test/1.jpg,ftp://b.test/2.png"]
     assert split_cell("", "auto") == [] and split_cell(None, ",") == []
     assert split_cell("a.jpg;;b.jpg; ", ";") == ["a.jpg", "b.jpg"]
+
+
+def test_steps_04_and_05_then_work_per_image_and_keep_the_post(tmp_path, image_server, monkeypatch):  # noqa: F811
+    from tests.tiny_clip import ColourClip
+
+    good, missing = image_server.url("/hold/1"), image_server.url("/status/404")
+    posts = [{"id": "77", "body": "Lisbon", "author": "ana", "images": f"{good},{missing}"}]
+    data = tmp_path / "d"
+    assert run(data, write_csv(tmp_path / "e.csv", posts)) == 0
+    assert load_step("04_analyze_urls").main(["--data-dir", str(data)]) == 0
+    urls_stats = json.loads(DataTree(data).analysis_stats("urls").read_text(encoding="utf-8"))
+    assert urls_stats["rows_in"] == 2  # step 04 counts images, not posts
+    step05 = load_step("05_process_images")
+    monkeypatch.setattr(step05, "load_clip", lambda *a, **kw: ColourClip("hf-hub:test/colour"))
+    vocab = tmp_path / "v.txt"
+    vocab.write_text("red\nblue\n", encoding="utf-8")
+    assert step05.main(["--data-dir", str(data), "--model", "hf-hub:test/colour", "--pretrained", "none",
+                        "--device", "cpu", "--allow-private-hosts", "127.0.0.1", "--timeout", "2",
+                        "--tags-vocab", str(vocab)]) == 0
+    index = pq.read_table(DataTree(data).index_file(0)).to_pylist()
+    assert [(r["source_id"], r["image_index"], r["status"]) for r in index] == [("77", 0, "success"), ("77", 1, "http_404")]
+    assert index[0]["post_id"] == index[1]["post_id"] != index[0]["id"]
