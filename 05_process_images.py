@@ -184,8 +184,8 @@ def plan(args, tree: DataTree, parts: list[Path], meta: dict, stats: StepStats) 
 
 
 def prepare_reuse(args, tree: DataTree, todo: list[int], skipped: list[int], model: tuple):
-    """Retire the shards to rewrite, and those past the input's end (after rows were dropped), into
-    the lookup of earlier vectors. A --limit trial leaves the shards past its end alone."""
+    """(lookup of earlier vectors, shards removed): the shards to rewrite, and those past the input's
+    end (after rows were dropped), are retired into the lookup. A --limit trial leaves the latter alone."""
     last = max(todo + skipped, default=-1)
     past_end = [] if args.limit else [n for n in shards.finished_shards(tree) if n > last]
     if past_end:
@@ -194,7 +194,7 @@ def prepare_reuse(args, tree: DataTree, todo: list[int], skipped: list[int], mod
     if len(reuse) or reuse.failures:
         print(f"reusing earlier work: {len(reuse):,} embedded images and {len(reuse.failures):,} permanent "
               f"failures ({', '.join(sorted(embedding_reuse.PERMANENT))}) from the same model")
-    return reuse
+    return reuse, past_end
 
 
 def run_shards(args, tree: DataTree, parts: list[Path], todo: list[int], clip, reuse) -> Counter:
@@ -250,11 +250,11 @@ def main(argv=None) -> int:
     pick_device(args.device)
     stats = StepStats("05_process_images")
     todo, skipped = plan(args, tree, parts, {"model": name, "pretrained": pretrained}, stats)
-    reuse = prepare_reuse(args, tree, todo, skipped, (name, pretrained))
+    reuse, removed = prepare_reuse(args, tree, todo, skipped, (name, pretrained))
     if skipped:
         print(f"skipped {len(skipped):,} finished shard(s) ({', '.join(f'{n:05d}' for n in skipped[:10])}"
               f"{', ...' if len(skipped) > 10 else ''}); --overwrite redoes them")
-    if not todo and tags_current(tree, key):
+    if not todo and not removed and tags_current(tree, key):
         print(f"nothing to do: all {len(skipped):,} shards finished and {tree.tags_file} is current")
         return 0
     clip = load_clip(name, pretrained, args.device)

@@ -222,3 +222,16 @@ def test_lookup_finds_vectors_by_id_across_files(tmp_path, step, spy, image_serv
     for j, i in enumerate(ids):
         np.testing.assert_array_equal(found[i].astype(np.float32), emb[j])
     assert len(embedding_reuse.Reuse.build(pairs, ("hf-hub:test/other", "none"))) == 0
+
+
+def test_rows_dropped_only_from_the_last_shard_remove_it_and_its_tags(step, clean, spy, image_server, vocab, tmp_path):
+    urls = [image_server.url(f"/hold/{i}") for i in range(10)]
+    tree = DataTree(tmp_path / "city")
+    write_rows(tree, urls, football_every=1000, parts=1)
+    assert step.main(args(tree, vocab, "--shard-size", "5")) == 0
+    write_rows(tree, urls[:5], football_every=1000, parts=1)
+    assert step.main(args(tree, vocab, "--shard-size", "5")) == 0
+    assert finished_shards(tree) == [0] and spy[-1].encoded == 0
+    kept = set(outputs(tree)[0])
+    tagged = {line.split(",")[0] for line in tree.tags_file.read_text().splitlines()[1:]}
+    assert tagged == kept
