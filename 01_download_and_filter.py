@@ -1,20 +1,23 @@
 """Step 01: keep the RE-LAION-5B rows whose caption names the city (or any keyword).
 
 Reads RE-LAION-5B's parquet shards from the Hugging Face Hub (gated: a token whose account has
-accepted the dataset's terms), one file at a time, or local files with --source: parquet
+accepted the dataset's terms), one file at a time, from one subset, several or all of them into
+one tree (a subset added later adds only its own files), or local files with --source: parquet
 shards, folders or globs of them, or any image-URL collection as CSV/parquet (a TCAT export:
 --url-column media_url --caption-column text). Each file is streamed in batches, caption column
 first; a downloaded file is deleted once filtered unless --keep-downloads.
 
 Writes data/metadata/part-NNNNN.parquet, one per source file (NNNNN = the file's place in the
-sorted file list), with the source's columns under internal names plus `id` (hash of the URL),
-`source_file` and `matched_keyword` (for --source collections also `post_id` and `image_index`:
-a cell listing several image URLs gives one row per image, see common/url_lists.py); then
-data/metadata/_stats.json. A re-run skips finished
-files; Ctrl-C loses at most the files in progress.
+sorted file list, in its subset's block: multi 0-9999, en 10000-19999, nolang 20000-29999), with
+the source's columns under internal names plus `id` (hash of the URL), `source_file`, `subset`
+and `matched_keyword` (for --source collections also `post_id` and `image_index`: a cell
+listing several image URLs gives one row per image, see common/url_lists.py); then
+data/metadata/_stats.json (counts in total and per subset). A re-run skips finished files;
+Ctrl-C loses at most the files in progress.
 
 Example:
     python 01_download_and_filter.py --keywords Madrid madrileño --subset multi --limit 5
+    python 01_download_and_filter.py --keywords Lisbon Lisboa --subset all
     python 01_download_and_filter.py --keywords Madrid --source exports/tcat.csv \\
         --url-column media_url --caption-column text --data-dir data/madrid-tcat
 """
@@ -36,7 +39,8 @@ from common import hub, polars_parts
 from common.caption_filter import CaptionMatcher, build_matcher
 from common.cli import UserError, add_overwrite, entrypoint, parser
 from common.files import list_parts
-from common.metadata_parts import PartWriter, output_schema, output_table, read_part_info, rename_for_output, sum_parts
+from common.metadata_parts import (PartWriter, output_schema, output_table, part_number, read_part_info,
+                                   rename_for_output, sum_parts)
 from common.paths import DataTree, stats_file
 from common.sources import (SourceError, SourceFile, expand_local, pick_columns, prefer_jemalloc, read_matches,
                             source_schema)
@@ -45,16 +49,19 @@ from common.url_lists import AUTO, NONE
 
 STEP = "01_download_and_filter"
 DEFAULT_WORKERS = 2
+DEFAULT_SUBSET = "multi"
 
 
 def build_parser():
     p = parser(__doc__)
     p.add_argument("--keywords", nargs="+", required=True, help="words to look for in captions, e.g. Madrid madrileño")
     p.add_argument("--token", help="Hugging Face token (default: HF_TOKEN, else the cached `hf auth login`)")
-    p.add_argument("--subset", default="multi", help="RE-LAION-5B subset: multi, en or nolang (default: multi)")
+    p.add_argument("--subset", nargs="+", metavar="SUBSET",
+                   help="RE-LAION-5B subset(s): multi, en, nolang, several of them, or all (default: multi); "
+                        "with --source, the one subset the local files are copies of")
     p.add_argument("--variant", default="research-safe", help="release: research-safe or research (default: research-safe)")
-    p.add_argument("--repo", help="read this Hub dataset repo instead of the subset's (e.g. a mirror)")
-    p.add_argument("--limit", type=int, help="process only the first N files (for testing)")
+    p.add_argument("--repo", help="read this Hub dataset repo instead of the subset's (a mirror of one subset)")
+    p.add_argument("--limit", type=int, help="process only the first N files of each subset (for testing)")
     p.add_argument("--source", nargs="+", metavar="PATH", help="local parquet/CSV files, folders or globs instead of the Hub")
     p.add_argument("--url-column", "--url_column", dest="url_column", help="image URL column of --source files")
     p.add_argument("--caption-column", "--caption_column", dest="caption_column", help="caption column of --source files")
@@ -80,7 +87,6 @@ class Job:
     signature: dict
     url_column: str | None = None
     caption_column: str | None = None
-    repo: str | None = None
     token: str | None = field(default=None, repr=False)
     keep_downloads: bool = False
     workers: int = DEFAULT_WORKERS
@@ -99,48 +105,70 @@ class FileReport:
     failed: str | None = None
 
     def info(self, signature: dict) -> dict:
-        return {"signature": signature, "source_file": self.source.name, "rows_scanned": self.rows_scanned,
+        return {"signature": signature, "source_file": self.source.name, "repo": self.source.repo,
+                "subset": self.source.subset, "rows_scanned": self.rows_scanned,
                 "matched": dict(self.matched), "no_url": self.no_url, "rows_written": self.rows_written,
                 "bytes_downloaded": self.bytes_downloaded}
 
 
 def plan_sources(args, job: Job) -> tuple[list[SourceFile], str]:
     """(source files, a description of where they come from); checks Hub access up front."""
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1 (got {args.limit})")
+    subsets = hub.pick_subsets(args.subset)
     if args.source:
-        files = expand_local(args.source, exclude=job.tree.metadata)
-        for src in files:  # a missing column is a user mistake: say so before any work starts
-            try:
-                pick_columns(source_schema(Path(src.name), src.name).names, src.name, args.url_column, args.caption_column)
-            except SourceError:
-                pass  # unreadable: skipped with its reason during the run
-        where = f"{len(files):,} local file(s)"
-    else:
-        job.repo = hub.repo_for(args.subset, args.variant, args.repo)
-        job.token = hub.resolve_token(args.token)
-        api = hub.HfApi()
-        user = hub.check_token(api, job.token)
-        files = [SourceFile(i, f) for i, f in enumerate(hub.list_parquet_files(api, job.repo, job.token))]
-        where = f"{job.repo} ({len(files):,} parquet files, as {user})"
-    if args.limit is not None:
-        if args.limit < 1:
-            raise UserError(f"--limit must be at least 1 (got {args.limit})")
-        files = files[: args.limit]
-    return files, where
+        return local_sources(args, job, subsets)
+    subsets = subsets or [DEFAULT_SUBSET]
+    if args.repo and len(subsets) > 1:
+        raise UserError("--repo reads one mirror of one subset: give one --subset with it")
+    job.token = hub.resolve_token(args.token)
+    api = hub.HfApi()
+    user = hub.check_token(api, job.token)
+    files, listed = [], []
+    for subset in subsets:
+        repo = hub.repo_for(subset, args.variant, args.repo)
+        names = hub.list_parquet_files(api, repo, job.token)
+        listed.append(f"{repo} ({len(names):,} parquet files)")
+        files += [SourceFile(part_number(i, subset), name, repo, subset) for i, name in enumerate(names[: args.limit])]
+    return files, f"{', '.join(listed)}, as {user}"
+
+
+def local_sources(args, job: Job, subsets: list[str]) -> tuple[list[SourceFile], str]:
+    """--source files; labelled with --subset (and numbered in its block) when one is given."""
+    if len(subsets) > 1:
+        raise UserError("--source files are copies of at most one subset: give one --subset with --source, or none")
+    subset = subsets[0] if subsets else None
+    found = expand_local(args.source, exclude=job.tree.metadata)[: args.limit]
+    files = [SourceFile(part_number(src.index, subset), src.name, subset=subset) for src in found]
+    for src in files:  # a missing column is a user mistake: say so before any work starts
+        try:
+            pick_columns(source_schema(Path(src.name), src.name).names, src.name, args.url_column, args.caption_column)
+        except SourceError:
+            pass  # unreadable: skipped with its reason during the run
+    return files, f"{len(files):,} local file(s)" + (f" of the {subset} subset" if subset else "")
 
 
 def finished_files(files: list[SourceFile], job: Job, overwrite: bool) -> set[int]:
-    """Indexes of files whose part exists and was made with these settings from this file."""
+    """Indexes of files whose part exists and was made with these settings from this file.
+
+    Parts of other files (another subset's) may share the tree; parts made with other keywords
+    or --match may not: their rows would mix two searches."""
     done = set()
     for src in files:
         part = job.tree.metadata_part(src.index)
         if not part.exists():
             continue
         info = read_part_info(part) or {}
-        if info.get("signature") == job.signature and info.get("source_file") == src.name:
+        same_file = info.get("source_file") == src.name and info.get("repo", src.repo) == src.repo
+        if info.get("signature") == job.signature and same_file:
             done.add(src.index)
         elif not overwrite:
             raise UserError(f"{part} was made from another file or with other keywords/--match: "
                             "pass --overwrite to redo it, or use another --data-dir")
+    for part in list_parts(job.tree.metadata):
+        if not overwrite and (read_part_info(part) or {}).get("signature") != job.signature:
+            raise UserError(f"{part} was made with other keywords/--match: pass --overwrite to redo the tree, "
+                            "or use another --data-dir")
     return done
 
 
@@ -149,11 +177,11 @@ def filter_into_part(path: Path, src: SourceFile, job: Job, report: FileReport) 
     schema = source_schema(path, src.name)
     url, caption = pick_columns(schema.names, src.name, job.url_column, job.caption_column)
     renames = rename_for_output(schema.names, job.url_column, job.caption_column)
-    out_schema = output_schema(schema, renames, job.url_separator)
+    out_schema = output_schema(schema, renames, src.subset, job.url_separator)
     part = job.tree.metadata_part(src.index)
     if not src.is_csv and polars_parts.usable(path, job.matcher, out_schema, renames):
         counts = polars_parts.write_part(path, src.name, part, job.matcher, caption, url, renames, out_schema,
-                                         lambda c: replace(report, **c).info(job.signature), job.stop,
+                                         lambda c: replace(report, **c).info(job.signature), job.stop, src.subset,
                                          job.url_separator)
         if counts is not None:
             for key, value in counts.items():
@@ -168,7 +196,8 @@ def filter_into_part(path: Path, src: SourceFile, job: Job, report: FileReport) 
                 continue
             for k, n in enumerate(np.bincount(batch.which, minlength=len(keywords))):
                 report.matched[keywords[k]] += int(n)
-            table, dropped = output_table(batch.table, batch.which, keywords, src.name, renames, job.url_separator)
+            table, dropped = output_table(batch.table, batch.which, keywords, src.name, renames, src.subset,
+                                          job.url_separator)
             report.no_url += dropped
             writer.write(table)
         report.rows_written = writer.rows
@@ -180,15 +209,16 @@ def filter_into_part(path: Path, src: SourceFile, job: Job, report: FileReport) 
 
 def process_file(src: SourceFile, job: Job) -> FileReport:
     report = FileReport(src)
-    path = None if job.repo else Path(src.name)
+    path = None if src.repo else Path(src.name)
     try:
-        if job.repo:
-            path, report.bytes_downloaded = hub.download(job.repo, src.name, job.token, job.tree.downloads)
+        if src.repo:  # one folder per subset: two repos may hold files of the same name
+            folder = job.tree.downloads / (src.subset or "repo")
+            path, report.bytes_downloaded = hub.download(src.repo, src.name, job.token, folder)
         filter_into_part(path, src, job, report)
     except (SourceError, hub.DownloadFailed) as e:
         report.failed = str(e)
     finally:
-        if job.repo and path is not None and not job.keep_downloads:
+        if src.repo and path is not None and not job.keep_downloads:
             path.unlink(missing_ok=True)
     return report
 
@@ -222,9 +252,10 @@ def run_files(pending: list[SourceFile], job: Job) -> list[FileReport]:
 
 
 # ---------------------------------------------------------------------------- totals
-def write_stats(stats: StepStats, job: Job, args, where: str, reports: list[FileReport], skipped: int) -> None:
+def write_stats(stats: StepStats, job: Job, args, where: str, reports: list[FileReport], skipped: int) -> dict:
     t = sum_parts(job.tree.metadata, job.signature, job.matcher.keywords)
-    failed = [{"file": r.source.name, "reason": r.failed} for r in reports if r.failed]
+    failed = [{"file": r.source.name, **({"subset": r.source.subset} if r.source.subset else {}), "reason": r.failed}
+              for r in reports if r.failed]
     if t["rows_written"] == 0:
         if t["files_done"] == 0 and failed:
             raise UserError(f"none of the {len(failed):,} files could be read (first: {failed[0]['file']}: "
@@ -236,7 +267,9 @@ def write_stats(stats: StepStats, job: Job, args, where: str, reports: list[File
     stats.drop("no_url", t["no_url"])
     stats.write(job.tree.metadata, args, packages=("huggingface_hub",), source=where,
                 files_done=t["files_done"], files_skipped_finished=skipped, files_failed=failed,
-                matched_per_keyword=t["matched_per_keyword"], bytes_downloaded=t["bytes_downloaded"])
+                matched_per_keyword=t["matched_per_keyword"], bytes_downloaded=t["bytes_downloaded"],
+                **({"per_subset": t["per_subset"]} if t["per_subset"] else {}))
+    return t
 
 
 def url_separator(args) -> str | None:
@@ -266,8 +299,9 @@ def main(argv=None) -> int:
     job = Job(tree, matcher, signature, args.url_column, args.caption_column,
               keep_downloads=args.keep_downloads, workers=args.workers, url_separator=separator)
     files, where = plan_sources(args, job)
-    if job.repo and files:  # a gated repo whose terms are not accepted fails here, before anything changes
-        hub.check_access(job.repo, files[0].name, job.token)
+    first_of = {src.repo: src.name for src in reversed(files) if src.repo}
+    for repo, name in first_of.items():  # a gated repo whose terms are not accepted fails here, before anything changes
+        hub.check_access(repo, name, job.token)
     if args.overwrite:
         for part in list_parts(tree.metadata):
             part.unlink()
@@ -282,10 +316,12 @@ def main(argv=None) -> int:
     for r in reports:
         if r.failed:
             print(f"skipped {r.source.name}: {r.failed}", file=sys.stderr)
-    if job.repo and not args.keep_downloads:
+    if first_of and not args.keep_downloads:
         shutil.rmtree(tree.downloads, ignore_errors=True)
-    write_stats(stats, job, args, where, reports, len(done))
+    totals = write_stats(stats, job, args, where, reports, len(done))
     print(stats.summary())
+    for subset, t in totals["per_subset"].items():
+        print(f"  {subset}: {t['rows_written']:,} rows kept of {t['rows_scanned']:,} in {t['files_done']:,} file(s)")
     print(f"wrote {tree.metadata}/part-*.parquet and {stats_file(tree.metadata).name}")
     return 0
 

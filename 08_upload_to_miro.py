@@ -7,8 +7,8 @@ through the official Miro REST API v2 client, one image per non-empty cell of on
 a frame titled with the city, the date and the parameters. Every item the API confirms is written
 to the board's ledger, data/miro/<board_id>.json: a re-run places only what is missing, an
 interrupted run resumes, --replace removes this tool's previous map first. Items on the board that
-this tool did not place are never touched. The token comes from --token or MIRO_TOKEN and is never
-printed or written.
+this tool did not place are never touched. The token comes from --token or MIRO_TOKEN, is never
+printed or written, and travels only over https (plain http only to a server on this machine).
 
 Outputs: the items on the board; data/miro/<board_id>.json; data/miro/_stats.json (written last).
 
@@ -27,7 +27,7 @@ from datetime import date
 from tqdm import tqdm
 
 from common.cli import UserError, entrypoint, parser
-from common.miro import (COST, CREDITS_PER_MINUTE, DEFAULT_API_URL, MiroBoard, MiroUnavailable)
+from common.miro import COST, CREDITS_PER_MINUTE, DEFAULT_API_URL, MiroBoard, MiroUnavailable, check_api_url
 from common.miro_ledger import Ledger
 from common.miro_plan import (Layout, Plan, board_id, choose_level, frame_item, image_items, label_items,
                               load_manifest, read_grid)
@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="attempts for a request answered by a 5xx or a timeout (default: 5)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for one answer (default: 60)")
     p.add_argument("--api_url", "--api-url", dest="api_url", default=DEFAULT_API_URL,
-                   help=f"base URL of the Miro REST API (default: {DEFAULT_API_URL})")
+                   help=f"base URL of the Miro REST API (default: {DEFAULT_API_URL}); https, or plain http "
+                        "only to this machine (the token must not travel in clear text)")
     return p
 
 
@@ -82,6 +83,7 @@ def check_args(args) -> None:
             raise UserError(f"--{name} must be at least {0 if name == 'retries' else 1}, not {value}")
     if not args.board and not args.dry_run:
         raise UserError("--board is required: the board id (e.g. uXjVOabc123=) or the board's URL")
+    args.api_url = check_api_url(args.api_url)
 
 
 def make_plan(tree: DataTree, args, ledger: Ledger | None) -> Plan:

@@ -111,7 +111,8 @@ def main(argv=None) -> int:
         source = Path(args.data_dir) / "source" / "relaion-sample.parquet"
         # the image host's port changes every run, so the sample is rebuilt and the steps redo their work
         port = base_url.rsplit(":", 1)[1]
-        write_relaion_parquet(source, args.rows, city=args.city, image_base_url=f"http://{{host}}:{port}")
+        write_relaion_parquet(source, args.rows, city=args.city, image_base_url=f"http://{{host}}:{port}",
+                              language=True)
         print(f"sample: {args.rows:,} rows in {source}, images served from {base_url}")
         for module, step_argv in steps(args.data_dir, source, args.city):
             run_step(module, step_argv + ["--overwrite"] if module != "08_upload_to_miro" else step_argv)

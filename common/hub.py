@@ -39,6 +39,18 @@ def _network_errors() -> tuple[type[BaseException], ...]:
 NETWORK_ERRORS = _network_errors()
 
 
+def pick_subsets(values: list[str] | None) -> list[str]:
+    """--subset's values (one or more, spaces or commas between, or `all`) in RE-LAION-5B's order;
+    [] when none were given."""
+    wanted = {v.strip() for value in values or () for v in value.split(",") if v.strip()}
+    if "all" in wanted:
+        wanted = (wanted - {"all"}) | set(RELAION_SUBSETS)
+    unknown = sorted(wanted - set(RELAION_SUBSETS))
+    if unknown:
+        raise UserError(f"unknown subset {unknown[0]!r}: choose one or more of {', '.join(RELAION_SUBSETS)}, or all")
+    return [s for s in RELAION_SUBSETS if s in wanted]
+
+
 def repo_for(subset: str, variant: str, repo: str | None) -> str:
     """The dataset repo to read: --repo if given, else RE-LAION-5B's for this subset and variant."""
     if repo:

@@ -5,15 +5,25 @@ so the response headers (X-RateLimit-*) are visible to the credit gate. One plac
 miro-api 2.2.4's image upload: its multipart encoder is handed the `data` part as a dict and fails
 (`TypeError: a bytes-like object is required, not 'dict'`); the API documents `data` as a JSON file
 part, so `create_image` sends it as one (`data.json`, `application/json`) in the same single request.
+
+Miro stores a text's content as HTML (`a & b` is listed as `<p>a &amp; b</p>`): texts are sent
+escaped and read back through `plain_text`. Every wait on the rate limit lasts at most one window
+(`MAX_WAIT`), whatever the X-RateLimit-Reset header says. The token travels only over https, or
+plain http to this machine (`check_api_url`).
 """
 from __future__ import annotations
 
+import html
+import ipaddress
 import json
+import math
+import re
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
+from urllib.parse import urlsplit
 
 import urllib3
 from miro_api import MiroApi
@@ -40,6 +50,8 @@ CREDITS_PER_MINUTE = 100_000                # per user and app
 COST = {"read": 50, "create": 100, "list": 100, "delete": 500}   # Level 1, 2, 2, 3
 LIST_PAGE = "50"                            # `limit` is a string, 10..50
 _SAME = 1e-3                                # reset times closer than this name one window
+MAX_WAIT = 60.0                             # one window: the longest any rate-limit wait may last
+_TAG = re.compile(r"<[^>]*>")
 
 
 class MiroUnavailable(Exception):
@@ -64,7 +76,10 @@ class CreditGate:
     """What the headers say is left of this window's credits; callers wait for the reset when it runs out.
 
     Credits are reserved before a request is sent, so concurrent requests never overspend what is
-    known. Answers that arrive after a refill but belong to the previous window are ignored.
+    known. Answers that arrive after a refill but belong to the previous window are ignored. A reset
+    further away than one window (a header in milliseconds, or wrong) is waited for at most
+    MAX_WAIT seconds; then requests go out again and Miro's answers say where the window stands.
+    `clock` and `sleep` are injectable, so the waits can be tested without waiting.
     """
 
     remaining: float | None = None
@@ -74,13 +89,16 @@ class CreditGate:
     rate_limited: int = 0                    # 429 answers seen
     _stale_before: float = 0.0               # reset time of the last window refilled locally
     _counted: float = 0.0                    # the reset whose wait is already in `waited`
+    clock: Callable[[], float] = field(default=time.time, repr=False)
+    sleep: Callable[[float], None] = field(default=time.sleep, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def acquire(self, cost: int) -> None:
         while True:
             with self._lock:
-                now = time.time()
-                if self.reset_at and now >= self.reset_at and self.limit is not None:
+                now = self.clock()
+                if self.reset_at and now >= self.reset_at:
+                    # refilled (to an unknown amount when no Limit header was seen: let requests find out)
                     self.remaining, self._stale_before, self.reset_at = self.limit, self.reset_at, 0.0
                 if self.remaining is not None and self.remaining < cost and not self.reset_at:
                     # spent, but no reset known to wait for: let requests through; their answers
@@ -90,14 +108,16 @@ class CreditGate:
                     if self.remaining is not None:
                         self.remaining -= cost
                     return
+                self.reset_at = min(self.reset_at, now + MAX_WAIT)
                 target = self.reset_at + 0.02
                 if self.reset_at != self._counted:   # one reset, many waiting threads: count it once
                     self.waited += target - now
                     self._counted = self.reset_at
-            time.sleep(max(target - now, 0.0))
+            self.sleep(max(target - now, 0.0))
 
     def observe(self, headers) -> None:
-        limit, left, reset = (_header(headers, f"X-RateLimit-{k}") for k in ("Limit", "Remaining", "Reset"))
+        limit, left = _header(headers, "X-RateLimit-Limit"), _header(headers, "X-RateLimit-Remaining")
+        reset = _reset_time(headers, self.clock())
         with self._lock:
             if limit is not None:
                 self.limit = limit
@@ -114,17 +134,17 @@ class CreditGate:
                 self.remaining = left if self.remaining is None else min(self.remaining, left)
 
     def blocked(self, headers) -> float:
-        """A 429: nothing is left until the reset the answer names. Returns the seconds to wait."""
-        reset = _header(headers, "X-RateLimit-Reset")
+        """A 429: nothing is left until the reset the answer names. Returns the seconds to wait (<= MAX_WAIT)."""
         retry_after = _header(headers, "Retry-After")
         with self._lock:
+            now = self.clock()
+            reset = _reset_time(headers, now)
             self.rate_limited += 1
             self.remaining = 0
-            now = time.time()
             if reset is not None and reset > now:
-                self.reset_at = reset
+                self.reset_at = min(reset, now + MAX_WAIT)
             else:
-                self.reset_at = now + (retry_after if retry_after else 1.0)
+                self.reset_at = now + min(retry_after if retry_after and retry_after > 0 else 1.0, MAX_WAIT)
             if self.reset_at != self._counted:
                 self.waited += self.reset_at - now
                 self._counted = self.reset_at
@@ -136,9 +156,55 @@ def _header(headers, name: str) -> float | None:
         return None
     value = headers.get(name)
     try:
-        return float(value) if value is not None else None
+        number = float(value) if value is not None else None
     except ValueError:
         return None
+    return number if number is None or math.isfinite(number) else None
+
+
+def _reset_time(headers, now: float) -> float | None:
+    """X-RateLimit-Reset as UNIX seconds (Miro documents an epoch timestamp in seconds). A value in
+    milliseconds, or a count of seconds from now, is read as what it must mean."""
+    value = _header(headers, "X-RateLimit-Reset")
+    if value is None:
+        return None
+    if value > 1e11:            # milliseconds since the epoch (1e11 s is the year 5138)
+        return value / 1000
+    if value < 1e9:             # not a timestamp of this century: seconds from now
+        return now + max(value, 0.0)
+    return value
+
+
+# ---------------------------------------------------------------------------- text and URLs
+def plain_text(content: str | None) -> str:
+    """What a reader sees in Miro's HTML content: tags dropped, entities decoded, whitespace collapsed."""
+    return " ".join(html.unescape(_TAG.sub(" ", content or "")).split())
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_api_url(url: str) -> str:
+    """The API's base URL, if the token may travel to it: https, or plain http to this machine only."""
+    try:
+        parts = urlsplit(url.strip())
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host = port = None
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not host:
+        raise UserError("--api_url must be an https:// URL such as https://api.miro.com")
+    shown = f"{parts.scheme}://{host}" + (f":{port}" if port else "")      # never the user:password part
+    if parts.scheme == "http" and not _is_loopback(host):
+        raise UserError(f"--api_url {shown} is plain http: the token would travel in clear text; use https://, "
+                        "or http:// only to a server on this machine (localhost, 127.0.0.1, ::1)")
+    return url.strip()
 
 
 # ---------------------------------------------------------------------------- one board
@@ -189,7 +255,7 @@ class MiroBoard:
         headers = response.getheaders()
         self.gate.observe(headers)
         if response.status == 429:
-            time.sleep(self.gate.blocked(headers))
+            self.gate.sleep(self.gate.blocked(headers))
             raise _RateLimited()
         if response.status >= 500:
             raise _Transient(f"HTTP {response.status}")
@@ -213,6 +279,9 @@ class MiroBoard:
             return UserError(f"Miro refused an image as too large (413; the limit is {MAX_UPLOAD_BYTES // 2**20} MB): "
                              "re-run step 07 to rebuild the thumbnails")
         detail = " ".join(str(body or "").split())[:300]
+        if status == 400 and "outside of parent boundaries" in detail:
+            return UserError("Miro refused an item as outside its frame (HTTP 400: new position is outside of parent "
+                             "boundaries); if the map's frame was resized or deleted by hand, run again with --replace")
         if 400 <= status < 500:  # e.g. 400 when the map's frame was deleted on the board by hand
             return UserError(f"Miro refused a request (HTTP {status}: {detail}); if items of this map were "
                              "deleted on the board by hand, run again with --replace")
@@ -258,7 +327,9 @@ class MiroBoard:
 
     def create_text(self, content: str, x: float, y: float, width: float, font_size: int,
                     parent: str | None = None) -> str:
-        body = TextCreateRequest(data=TextData(content=content), position=PositionChange(x=x, y=y),
+        # content is HTML to Miro: escaped, so a label reads exactly as planned ("a < b", "R&D")
+        body = TextCreateRequest(data=TextData(content=html.escape(content, quote=False)),
+                                 position=PositionChange(x=x, y=y),
                                  geometry=WidthOnlyAdjustableGeometry(width=width),
                                  style=TextStyle(font_size=str(font_size), fill_color="#ffffff", fill_opacity="0.8",
                                                  text_align="center"),
@@ -307,7 +378,7 @@ class MiroBoard:
 def _board_item(item) -> BoardItem:
     data = item.data.to_dict() if item.data is not None else {}
     data = data if isinstance(data, dict) else {}
-    text = data.get("title") or data.get("content") or ""
+    text = plain_text(data.get("title") or data.get("content") or "")
     pos = item.position
     return BoardItem(id=item.id, type=item.type, text=text, parent=item.parent.id if item.parent else None,
                      x=pos.x if pos else None, y=pos.y if pos else None)

@@ -3,7 +3,10 @@
 Layout. A cell (i, j) of level L sits at (i + 0.5, j + 0.5) x spacing from the map's top-left
 corner (j grows downward, as on screen and on a Miro board). Without a frame the map is centred on
 the board's origin; with one, the frame is centred there and items are placed relative to its
-top-left corner (Miro's `parent_top_left`), with one spacing of margin.
+top-left corner (Miro's `parent_top_left`), with a margin of one spacing (at least half the
+largest image). Miro refuses a child whose box sticks out of its frame ("new position is outside
+of parent boundaries"), so every box must fit: images do by the margin; a cluster label (6
+spacings wide, its height estimated from its text) is moved inward until it fits.
 
 Size. A cell holding `count` rows gets the long side
     size = max(min_width, base_width * sqrt(count / densest_count))
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
@@ -30,6 +34,9 @@ from common.paths import DataTree, is_row_id
 _BOARD_ID = re.compile(r"^[A-Za-z0-9_=\-]{4,100}$")
 _BOARD_IN_URL = re.compile(r"/app/board/([^/?#]+)")
 TITLE_TAG = re.compile(r"\[cie ([0-9a-f]{8}) ([a-z]+:[0-9,:]+)\]$")
+LABEL_GLYPH_EM = 0.62       # wider than the average glyph of Miro's fonts, so wrapped lines are over-counted
+LABEL_LINE_EM = 1.5
+MAX_LABEL = 120             # characters: a cluster label, not a paragraph
 
 
 def board_id(value: str) -> str:
@@ -57,7 +64,8 @@ class Layout:
 
     @property
     def margin(self) -> float:
-        return self.spacing if self.frame else 0.0
+        # an edge cell's centre lies margin + spacing / 2 from the frame's edge: room for half the largest image
+        return max(self.spacing, self.base_width / 2) if self.frame else 0.0
 
     @property
     def extent(self) -> float:
@@ -70,6 +78,14 @@ class Layout:
             return round(self.margin + gx * self.spacing, 2), round(self.margin + gy * self.spacing, 2)
         half = self.level / 2
         return round((gx - half) * self.spacing, 2), round((gy - half) * self.spacing, 2)
+
+    def inside(self, x: float, y: float, width: float, height: float) -> tuple[float, float]:
+        """A box's centre moved, as little as needed, so that the box lies within the frame."""
+        if not self.frame:
+            return x, y
+        side = self.extent
+        return (round(min(max(x, width / 2), side - width / 2), 2),
+                round(min(max(y, height / 2), side - height / 2), 2))
 
     def size(self, count: int, densest: int) -> float:
         return max(self.min_width, self.base_width * math.sqrt(count / max(densest, 1)))
@@ -84,8 +100,9 @@ class PlanItem:
     width: float
     text: str                 # frame/image title (with its tag), text content
     path: Path | None = None
-    height: float = 0.0
+    height: float = 0.0       # frame: its height; text: the (estimated) height of its box
     count: int = 0
+    font_size: int = 0        # text only
 
 
 @dataclass
@@ -178,17 +195,30 @@ def image_items(tree: DataTree, cells: list[dict], layout: Layout, namespace: st
     return out
 
 
+def text_height(text: str, width: float, font_size: float) -> float:
+    """The height of a text box: generous (wide glyphs, tall lines), since Miro decides the real one.
+    CJK characters are a full em wide."""
+    ems = sum(1.0 if unicodedata.east_asian_width(ch) in "WF" else LABEL_GLYPH_EM for ch in text)
+    lines = max(1, math.ceil(ems * font_size / width))
+    return round(lines * font_size * LABEL_LINE_EM, 2)
+
+
 def label_items(manifest: dict, layout: Layout) -> list[PlanItem]:
     out = []
     font = int(min(288, max(14, layout.spacing * 0.6)))
+    width = min(layout.spacing * 6, layout.extent) if layout.frame else layout.spacing * 6
     for c in manifest.get("clusters") or []:
         label = " ".join(str(c.get("label") or "").split())
+        if len(label) > MAX_LABEL:
+            label = label[:MAX_LABEL - 1].rstrip() + "…"
         if not label or c.get("x") is None or c.get("y") is None:
             continue
-        # just above the cluster's centre, so the label does not hide its densest images
+        height = text_height(label, width, font)
+        # just above the cluster's centre, so the label does not hide its densest images; inside the frame
         x, y = layout.point(float(c["x"]) * layout.level, float(c["y"]) * layout.level - 1.0)
-        out.append(PlanItem(key=f"label:{int(c['cluster'])}", kind="text", x=x, y=y, width=layout.spacing * 6,
-                            text=label, height=font, count=int(c.get("count") or 0)))
+        x, y = layout.inside(x, y, width, height)
+        out.append(PlanItem(key=f"label:{int(c['cluster'])}", kind="text", x=x, y=y, width=width, text=label,
+                            height=height, font_size=font, count=int(c.get("count") or 0)))
     return out
 
 

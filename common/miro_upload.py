@@ -3,11 +3,13 @@
 Miro has no idempotency key: a create answered by a 5xx or a timeout may or may not have landed.
 Such items are not retried blindly. After each pass the board is listed once (cursor pages) and
 every ambiguous item is looked up by the tag in its title (texts, which have no title, by their
-content, parent and position); what is found is recorded, what is not is created again, for a
-bounded number of passes. Items without this tool's tag are never touched.
+visible text, parent and position: Miro lists a text's content as HTML, `<p>a &amp; b</p>`, so
+both sides are compared as plain text); what is found is recorded, what is not is created again,
+for a bounded number of passes. Items without this tool's tag are never touched.
 """
 from __future__ import annotations
 
+import html
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from common.miro import Ambiguous, BoardItem, MiroBoard
+from common.miro import Ambiguous, BoardItem, MiroBoard, plain_text
 from common.miro_ledger import Ledger
 from common.miro_plan import TITLE_TAG, PlanItem
 
@@ -41,7 +43,7 @@ class Placer:
     # ------------------------------------------------------------------ recognising our items
     def signature(self, item: PlanItem, parent: str | None) -> tuple:
         if item.kind == "text":
-            return ("text", item.text, parent, round(item.x), round(item.y))
+            return ("text", plain_text(html.escape(item.text, quote=False)), parent, round(item.x), round(item.y))
         m = TITLE_TAG.search(item.text)
         return ("tag", m.group(1), m.group(2))
 
@@ -79,7 +81,7 @@ class Placer:
         if item.kind == "image":
             return self.board.create_image(item.path, item.text, item.x, item.y, item.width, parent)
         if item.kind == "text":
-            return self.board.create_text(item.text, item.x, item.y, item.width, int(item.height), parent)
+            return self.board.create_text(item.text, item.x, item.y, item.width, item.font_size, parent)
         return self.board.create_frame(item.text, item.x, item.y, item.width, item.height)
 
     def _pass(self, items: list[PlanItem], parent: str | None) -> list[PlanItem]:

@@ -75,15 +75,17 @@ def usable(path: Path, matcher: CaptionMatcher, out_schema: pa.Schema, renames: 
 
 def write_part(path: Path, source_name: str, part: Path, matcher: CaptionMatcher, caption: str, url: str,
                renames: dict[str, str], out_schema: pa.Schema, info: Callable[[dict], dict],
-               stop: threading.Event | None = None, url_separator: str | None = None) -> dict | None:
+               stop: threading.Event | None = None, subset: str | None = None,
+               url_separator: str | None = None) -> dict | None:
     """Filter `path` into `part` in one streaming query; the counts, or None when polars could
     not do it (a file it cannot read, a footer that does not match the rows): the caller then
     redoes the file on the pyarrow path, which reads what polars cannot or says why the file is
     unreadable.
 
     `info(counts)` turns the counts into the dict recorded in the part's footer; counts are
-    rows_scanned, matched (per keyword), no_url and rows_written. With a `url_separator`, each
-    picture of a many-picture cell gets its own row (common.url_lists), as on the pyarrow path.
+    rows_scanned, matched (per keyword), no_url and rows_written. `subset`, when given, fills the
+    `subset` column. With a `url_separator`, each picture of a many-picture cell gets its own row
+    (common.url_lists), as on the pyarrow path.
     """
     pl = polars()
     keywords = matcher.keywords
@@ -150,8 +152,9 @@ def write_part(path: Path, source_name: str, part: Path, matcher: CaptionMatcher
         added = [pl.col(_POST).alias("post_id"), pl.col(_INDEX).alias("image_index")]
     query = (query.rename(renames)
              .select(pl.exclude(_ID, _KEYWORD, _POST, _INDEX), pl.col(_ID).alias("id"),
-                     pl.lit(source_name, pl.String).alias("source_file"), pl.col(_KEYWORD).alias("matched_keyword"),
-                     *added))
+                     pl.lit(source_name, pl.String).alias("source_file"),
+                     *([pl.lit(subset, pl.String).alias("subset")] if subset is not None else []),
+                     pl.col(_KEYWORD).alias("matched_keyword"), *added))
     try:
         with atomic_path(part) as tmp:
             try:

@@ -46,8 +46,10 @@ class Stopped(Exception):
 
 @dataclass(frozen=True)
 class SourceFile:
-    index: int   # position in the sorted list of all source files: names its output part
+    index: int   # the output part's number (see common.metadata_parts.part_number)
     name: str    # recorded in each output row's `source_file`
+    repo: str | None = None    # the Hub dataset repo the file is downloaded from; None = a local file
+    subset: str | None = None  # the RE-LAION-5B subset it belongs to, recorded in each row's `subset`
 
     @property
     def is_csv(self) -> bool:

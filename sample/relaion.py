@@ -1,7 +1,10 @@
 """RE-LAION-like parquet files, generated: for the tests, the offline demo and the benchmarks.
 
-The columns follow RE-LAION-5B's research releases as read with pyarrow (lower-case `url` and
-`caption`, plus the per-image scores; the multilingual subset also has `language`). The rows are
+The columns and types follow RE-LAION-5B's shards on the Hub (`COLUMNS`): the caption and its
+scores, and what LAION's own download run recorded (`key`, `status`, `error_message`, the size of
+its resized copy as `width`/`height`, the source image's as `original_width`/`original_height`,
+`exif`, `md5`; all null where that run failed). `hub_files` names them as the Hub does
+(`part-00000-<uuid>-c000.snappy.parquet`). The rows are
 built to exercise the pipeline: the city in many spellings and positions ("Madrid's", "#madrid",
 "MADRID", "Madrid-Barajas"), near misses that must not match ("Madridista"), a noise topic
 (football for Madrid), captions in several languages, duplicates, null and very long captions,
@@ -157,20 +160,72 @@ def _random_part(n: int, city: str, rng: np.random.Generator, start: int,
     return {"url": url, "caption": caption, "language": language}
 
 
-def _scores(n: int, rng: np.random.Generator) -> dict[str, pa.Array]:
-    width = rng.integers(64, 4096, n)
+# RE-LAION-5B's columns in the Hub's order, with the types this sample writes
+COLUMNS = (("url", pa.string()), ("similarity", pa.float32()), ("hash", pa.int64()), ("pwatermark", pa.float32()),
+           ("punsafe", pa.float32()), ("caption", pa.string()), ("key", pa.string()), ("status", pa.string()),
+           ("error_message", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+           ("original_width", pa.int32()), ("original_height", pa.int32()), ("exif", pa.string()), ("md5", pa.string()))
+LAION_FAILED_SHARE = 0.08  # rows LAION's own download run could not fetch
+LAION_RESIZE = 384  # the smaller side of LAION's resized copy (larger images only)
+LAION_ERRORS = ("HTTP Error 404: Not Found", "HTTP Error 403: Forbidden", "<urlopen error timed out>",
+                "image decoding error")
+EXIFS = ('{"Image Make": "Canon", "Image Model": "Canon EOS 5D Mark III"}', '{"Image Orientation": "Horizontal (normal)"}')
+HUB_SHARD = "part-{n:05d}-{uuid}-c000.snappy.parquet"
+HUB_PARTS = 128  # shards per RE-LAION-5B subset
+
+
+def hub_files(n: int = HUB_PARTS, seed: int = 0) -> list[str]:
+    """Shard names as RE-LAION-5B's repos list them: Spark's part number and one job uuid."""
+    rng = np.random.default_rng(seed)
+    h = "".join(f"{b:02x}" for b in rng.integers(0, 256, 16, dtype=np.uint8))
+    uuid = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    return [HUB_SHARD.format(n=i, uuid=uuid) for i in range(n)]
+
+
+def _hex(rng: np.random.Generator, n: int, chars: int) -> pa.Array:
+    digits = np.frombuffer(b"0123456789abcdef", np.uint8)[rng.integers(0, 16, (n, chars))]
+    return pa.array(np.ascontiguousarray(digits).view(f"S{chars}").ravel()).cast(pa.string())
+
+
+def _download_run(url: pa.Array, start: int, rng: np.random.Generator) -> dict[str, pa.Array]:
+    """What LAION's download run recorded per row; its failures have no sizes, exif or md5."""
+    n = len(url)
+    failed = pc.or_(pc.invert(pc.fill_null(pc.match_substring_regex(url, r"^https?://[^/]+/.+"), False)),
+                    pa.array(rng.random(n) < LAION_FAILED_SHARE))
+    none = pa.nulls(n, pa.int32())
+    ow = rng.integers(64, 4096, n)
+    oh = (ow * rng.uniform(0.5, 1.5, n)).astype(np.int64)
+    scale = np.minimum(1.0, LAION_RESIZE / np.minimum(ow, oh))
+    sizes = {"width": np.rint(ow * scale), "height": np.rint(oh * scale), "original_width": ow, "original_height": oh}
+    cols = {k: pc.if_else(failed, none, pa.array(v.astype(np.int32))) for k, v in sizes.items()}
+    exif = pa.array(EXIFS).take(pa.array(rng.integers(0, len(EXIFS), n)))
     return {
-        "similarity": pa.array(rng.uniform(0.26, 0.45, n)),
-        "width": pa.array(width),
-        "height": pa.array((width * rng.uniform(0.5, 1.5, n)).astype(np.int64)),
-        "punsafe": pa.array(rng.beta(0.5, 20, n)),
-        "pwatermark": pa.array(rng.beta(0.8, 4, n)),
+        "key": pc.utf8_lpad(pc.cast(pa.array(np.arange(start, start + n)), pa.string()), 9, "0"),
+        "status": pc.if_else(failed, "failed_to_download", "success"),
+        "error_message": pc.if_else(failed, pa.array(LAION_ERRORS).take(pa.array(rng.integers(0, len(LAION_ERRORS), n))),
+                                    pa.nulls(n, pa.string())),
+        **cols,
+        "exif": pc.if_else(pc.or_(failed, pa.array(rng.random(n) < 0.7)), pa.nulls(n, pa.string()), exif),
+        "md5": pc.if_else(failed, pa.nulls(n, pa.string()), _hex(rng, n, 32)),
+    }
+
+
+def _scores(n: int, rng: np.random.Generator) -> dict[str, pa.Array]:
+    return {
+        "similarity": pa.array(rng.uniform(0.26, 0.45, n).astype(np.float32)),
+        "hash": pa.array(rng.integers(-(2**63), 2**63 - 1, n, dtype=np.int64)),
+        "punsafe": pa.array(rng.beta(0.5, 20, n).astype(np.float32)),
+        "pwatermark": pa.array(rng.beta(0.8, 4, n).astype(np.float32)),
     }
 
 
 def relaion_table(n_rows: int, city: str = "Madrid", seed: int = 0, image_base_url: str | None = None,
-                  subset: str = "multi", city_share: float = DEFAULT_CITY_SHARE) -> pa.Table:
-    """A RE-LAION-like table of `n_rows` rows (the showcase rows first, then random rows)."""
+                  city_share: float = DEFAULT_CITY_SHARE, language: bool = False) -> pa.Table:
+    """A RE-LAION-like table of `n_rows` rows (the showcase rows first, then random rows).
+
+    `language=True` adds a `language` label after `caption` (LAION-5B's multilingual subset had
+    one; RE-LAION-5B's shards do not): the offline demo uses it to show per-language stop words.
+    """
     rng = np.random.default_rng(seed)
     show = showcase_rows(city)[:n_rows]
     cols = {k: pa.array([r[k] for r in show], pa.string()) for k in ("url", "caption", "language")}
@@ -178,13 +233,14 @@ def relaion_table(n_rows: int, city: str = "Madrid", seed: int = 0, image_base_u
     if rest > 0:
         more = _random_part(rest, city, rng, len(show), city_share)
         cols = {k: pa.concat_arrays([cols[k], more[k]]) for k in cols}
+    cols.update(_scores(n_rows, rng))
+    cols.update(_download_run(cols["url"], 0, rng))  # LAION fetched the original URLs
     if image_base_url:
         cols["url"] = _local_urls(cols["url"], image_base_url.rstrip("/"), seed)
-    cols.update(_scores(n_rows, rng))
-    order = ["url", "caption", "similarity", "width", "height", "language", "punsafe", "pwatermark"]
-    if subset != "multi":  # only the multilingual subset carries a language column
-        order.remove("language")
-    return pa.table({k: cols[k] for k in order})
+    fields = list(COLUMNS)
+    if language:
+        fields.insert(6, ("language", pa.string()))
+    return pa.table({name: cols[name].cast(kind) for name, kind in fields})
 
 
 def _local_urls(url: pa.Array, base: str, seed: int) -> pa.Array:
@@ -207,11 +263,11 @@ def _local_urls(url: pa.Array, base: str, seed: int) -> pa.Array:
 
 def write_relaion_parquet(path, n_rows: int, city: str = "Madrid", seed: int = 0,
                           image_base_url: str | None = None, rows_per_group: int = ROWS_PER_GROUP,
-                          subset: str = "multi", city_share: float = DEFAULT_CITY_SHARE) -> Path:
+                          city_share: float = DEFAULT_CITY_SHARE, language: bool = False) -> Path:
     """Write a RE-LAION-like parquet file (snappy, like the Hub's) and return its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = relaion_table(n_rows, city, seed, image_base_url, subset, city_share)
+    table = relaion_table(n_rows, city, seed, image_base_url, city_share, language)
     pq.write_table(table, path, row_group_size=rows_per_group, compression="snappy")
     return path
 
@@ -234,8 +290,10 @@ def main(argv=None) -> int:
                    default=ROWS_PER_GROUP, help="parquet row group size")
     p.add_argument("--image-base-url", "--image_base_url", dest="image_base_url", default=None,
                    help="point image URLs at this local host, e.g. http://127.0.0.1:8000")
+    p.add_argument("--language", action="store_true", help="add a per-row `language` label (LAION-5B multi style)")
     args = p.parse_args(argv)
-    out = write_relaion_parquet(args.path, args.rows, args.city, args.seed, args.image_base_url, args.rows_per_group)
+    out = write_relaion_parquet(args.path, args.rows, args.city, args.seed, args.image_base_url, args.rows_per_group,
+                                language=args.language)
     print(f"wrote {args.rows:,} rows to {out} ({out.stat().st_size / 1e6:,.1f} MB)")
     return 0
 

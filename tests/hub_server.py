@@ -16,6 +16,10 @@ repo -> 404 RepoNotFound; an unknown file -> 404 EntryNotFound; an unknown revis
 RevisionNotFound. As on the Hub, a gated repo's info and file listing stay visible; only the
 file contents are refused.
 
+`add_relaion` publishes a RE-LAION-5B-like dataset repo: gated, a dataset card and generated
+shards with RE-LAION's columns at the repo root, named as Spark names them
+(`part-00000-<uuid>-c000.snappy.parquet`).
+
 Usage in a test module:
 
     from tests.hub_server import hub_server  # noqa: F401
@@ -34,7 +38,11 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+
+from sample.relaion import hub_files, relaion_table
 
 VALID_TOKEN = "hf_loopback-valid-token"
 UNACCEPTED_TOKEN = "hf_loopback-no-gated-access"
@@ -46,6 +54,13 @@ DATE = "2024-08-30T00:00:00.000Z"
 
 _API_RE = re.compile(r"^/api/(?P<kind>models|datasets|spaces)/(?P<rest>.+)$")
 _RESOLVE_RE = re.compile(r"^/(?:(?P<kind>datasets|spaces)/)?(?P<repo>[^/]+/[^/]+|[^/]+)/resolve/(?P<rest>.+)$")
+
+
+def relaion_parquet_bytes(rows: int, city: str = "Madrid", seed: int = 0) -> bytes:
+    """One RE-LAION-like shard as the Hub serves it (snappy parquet, small row groups)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(relaion_table(rows, city, seed), sink, row_group_size=100, compression="snappy")
+    return sink.getvalue().to_pybytes()
 
 
 def _git_blob_sha(data: bytes) -> str:
@@ -140,6 +155,14 @@ class LoopbackHub:
         with self._lock:
             self.repos[(repo_type, repo_id)] = repo
         return repo
+
+    def add_relaion(self, repo_id: str, parts: int = 3, rows: int = 300, city: str = "Madrid", seed: int = 0,
+                    gated: bool = True) -> dict[str, bytes]:
+        """A RE-LAION-5B-like repo of `parts` shards of `rows` rows each; returns {file name: bytes}."""
+        files = {name: relaion_parquet_bytes(rows, city, seed * 1000 + i)
+                 for i, name in enumerate(hub_files(parts, seed))}
+        self.add_repo(repo_id, {"README.md": b"# RE-LAION-5B\n", **files}, repo_type="dataset", gated=gated)
+        return files
 
     def paths_requested(self, method: str | None = None) -> list[str]:
         return [p for m, p, _ in self.requests if method is None or m == method]

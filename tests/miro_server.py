@@ -8,12 +8,22 @@ token, the board, the paths, the JSON bodies of frames and texts, and the multip
 image upload (a `resource` file part, at most 6 MB, and an optional `data` part holding a JSON
 document typed application/json). It answers with ids as Miro does (long numeric strings),
 positions relative to the canvas centre or to the parent frame's top-left corner, and cursor
-pages of at most 50 items (`limit` given as 10..50).
+pages of at most 50 items (`limit` given as 10..50). Errors carry Miro's body: type, code,
+context, message, status.
+
+Two of Miro's rules that shape what a client must do:
+- an item created inside a frame (`parent.id`) has its centre given from the frame's top-left
+  corner, and its whole box must lie within the frame, or the answer is 400 "new position is
+  outside of parent boundaries". A text's height is what its content needs at its width and font
+  size (estimated here: `text_height`);
+- a text's content is stored as HTML: it comes back as `<p>...</p>`, with `&`, `<` and `>`
+  escaped, whatever plain text was sent.
 
 Rate limiting follows the documented credit model: every request costs credits (Level 1 = 50,
 Level 2 = 100, Level 3 = 500) from a budget per window; an answer without enough credits left is a
 429. Every answer carries X-RateLimit-Limit, -Remaining and -Reset (UNIX time of the refill). The
-window and the budget are settable so tests run in seconds. Faults can be queued for the next
+window and the budget are settable so tests run in seconds; `reset_format` can make the Reset
+header misread its unit (milliseconds, or seconds from now) as a client must survive. Faults can be queued for the next
 creates: a 5xx before anything happens, a 5xx after the item was created, or a dropped
 connection after the item was created (what a client sees as a timeout).
 """
@@ -22,6 +32,7 @@ from __future__ import annotations
 import base64
 import email.parser
 import email.policy
+import html
 import io
 import json
 import math
@@ -30,6 +41,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from html.parser import HTMLParser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -47,10 +59,18 @@ _ITEM_KEYS = {
 }
 
 
+OUTSIDE_PARENT = "new position is outside of parent boundaries"
+_INLINE_TAGS = {"p", "a", "b", "strong", "i", "em", "u", "s", "br", "span"}
+
+
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str):
+    def __init__(self, status: int, code: str, message: str, context: dict | None = None):
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.context = status, code, message, context
+
+    def body(self) -> dict:
+        return {"type": "error", "code": self.code, "context": self.context, "message": self.message,
+                "status": self.status}
 
 
 @dataclass
@@ -62,6 +82,7 @@ class MiroState:
     forbidden: set = field(default_factory=set)
     budget: int = 100_000
     window: float = 60.0
+    reset_format: str = "epoch"           # X-RateLimit-Reset as UNIX seconds; "epoch_ms" or "seconds_left" misread it
     latency: float = 0.0                  # seconds added to every create (a real upload takes time)
     faults: deque = field(default_factory=deque)   # next creates: (status, landed) or ("drop", True)
     storm: int = 0                        # the next N creates are answered 429 whatever the budget
@@ -81,6 +102,20 @@ class MiroState:
         with self.lock:
             item = self._new_item(board, fields.pop("type", "sticky_note"), fields)
             return item["id"]
+
+    def outside_their_frame(self, board: str = BOARD) -> list[str]:
+        """Ids of the children whose box does not lie within their parent frame (Miro refuses such items)."""
+        out = []
+        with self.lock:
+            for it in self.boards[board].values():
+                if "parent" not in it:
+                    continue
+                try:
+                    check_inside_parent({"parent": it["parent"]["id"], "position": it["position"],
+                                         "geometry": it["geometry"]}, self, board)
+                except ApiError:
+                    out.append(it["id"])
+        return out
 
     def count(self, method: str, status: int | None = None) -> int:
         with self.lock:
@@ -126,6 +161,10 @@ class MiroState:
             if allowed:
                 self.used += cost
             reset_text = str(int(reset)) if float(reset).is_integer() else f"{reset:.3f}"
+            if self.reset_format == "epoch_ms":
+                reset_text = str(int(reset * 1000))
+            elif self.reset_format == "seconds_left":
+                reset_text = str(math.ceil(reset - now))
             return allowed, {"X-RateLimit-Limit": str(self.budget),
                              "X-RateLimit-Remaining": str(max(self.budget - self.used, 0)),
                              "X-RateLimit-Reset": reset_text}
@@ -216,6 +255,81 @@ def _image_fields(body: dict, image: bytes, item_ref: str) -> dict:
             "position": body.get("position"), "geometry": geometry, "parent": (body.get("parent") or {}).get("id")}
 
 
+class _StoredHtml(HTMLParser):
+    """Content re-serialised as Miro stores it: inline tags kept (without attributes), text escaped."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.out: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag in _INLINE_TAGS:
+            self.out.append(f"<{tag}>")
+        self.text.append(" ")
+
+    def handle_endtag(self, tag):
+        if tag in _INLINE_TAGS and tag != "br":
+            self.out.append(f"</{tag}>")
+        self.text.append(" ")
+
+    def handle_data(self, data):
+        self.out.append(html.escape(data, quote=False))
+        self.text.append(data)
+
+
+def _parse_html(content: str) -> _StoredHtml:
+    parser = _StoredHtml()
+    parser.feed(content)
+    parser.close()
+    return parser
+
+
+def stored_html(content: str) -> str:
+    """What Miro keeps (and lists) for a text's content: `a & b` comes back as `<p>a &amp; b</p>`."""
+    body = "".join(_parse_html(content).out)
+    return body if body.startswith("<p>") else f"<p>{body}</p>"
+
+
+def text_height(content: str, width: float, font_size: float) -> float:
+    """The height a text needs: its visible characters wrapped at `width`, lines 1.4 x the font size."""
+    visible = " ".join("".join(_parse_html(content).text).split())
+    lines = max(1, math.ceil(len(visible) * 0.5 * font_size / width))
+    return round(lines * font_size * 1.4, 2)
+
+
+def check_inside_parent(fields: dict, state: MiroState, board: str) -> None:
+    """Miro's rule for a child: its whole box, centred at a position from the frame's top-left, lies in the frame."""
+    parent = fields.get("parent")
+    if not parent:
+        return
+    frame = state.boards[board].get(parent)
+    if frame is None:
+        raise ApiError(400, "invalidParameters", "parent.id must be a frame on this board")
+    fw, fh = frame["geometry"].get("width", 100.0), frame["geometry"].get("height", 100.0)
+    pos = fields.get("position") or {}
+    x, y = float(pos.get("x", 0.0)), float(pos.get("y", 0.0))
+    half_w, half_h = fields["geometry"]["width"] / 2, fields["geometry"]["height"] / 2
+    eps = 1e-6
+    if x - half_w < -eps or y - half_h < -eps or x + half_w > fw + eps or y + half_h > fh + eps:
+        raise ApiError(400, "invalidParameters", OUTSIDE_PARENT)
+
+
+def _text_fields(body: dict, data: dict) -> tuple[dict, dict]:
+    size = (body.get("style") or {}).get("fontSize")
+    if size is not None and not (isinstance(size, str) and size.isdigit()):
+        raise ApiError(400, "invalidParameters", "style.fontSize is a string of digits")
+    font = float(size or 14)
+    content = data["content"]
+    geometry = dict(body.get("geometry") or {})
+    if "height" in geometry:
+        raise ApiError(400, "invalidParameters", "a text takes a width only: its height follows its content")
+    visible = " ".join("".join(_parse_html(content).text).split())
+    width = geometry.get("width") or max(font, len(visible) * 0.5 * font)
+    geometry = {"width": width, "height": text_height(content, width, font)}
+    return {"content": stored_html(content)}, geometry
+
+
 def json_item_fields(kind: str, body, state: MiroState, board: str) -> dict:
     if not isinstance(body, dict):
         raise ApiError(400, "invalidParameters", "the body must be a JSON object")
@@ -223,16 +337,16 @@ def json_item_fields(kind: str, body, state: MiroState, board: str) -> dict:
     data = body.get("data")
     if not isinstance(data, dict):
         raise ApiError(400, "invalidParameters", "data is required")
+    geometry = body.get("geometry") or {}
     if kind == "texts":
         if not isinstance(data.get("content"), str) or not data["content"] or set(data) != {"content"}:
             raise ApiError(400, "invalidParameters", "data.content (a string) is the only text data field")
-        size = (body.get("style") or {}).get("fontSize")
-        if size is not None and not (isinstance(size, str) and size.isdigit()):
-            raise ApiError(400, "invalidParameters", "style.fontSize is a string of digits")
+        data, geometry = _text_fields(body, data)
     else:
         if data.get("format", "custom") != "custom" or data.get("type", "freeform") != "freeform":
             raise ApiError(400, "invalidParameters", "only custom freeform frames are supported")
-    fields = {"data": data, "position": body.get("position"), "geometry": body.get("geometry") or {},
+        geometry = {"width": geometry.get("width", 100.0), "height": geometry.get("height", 100.0)}
+    fields = {"data": data, "position": body.get("position"), "geometry": geometry,
               "parent": (body.get("parent") or {}).get("id")}
     if "style" in body:
         fields["style"] = body["style"]
@@ -272,7 +386,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             status, payload, headers = self._route(state, method, split, raw)
         except ApiError as e:
-            status, payload = e.status, {"status": e.status, "code": e.code, "message": e.message, "type": "error"}
+            status, payload = e.status, e.body()
             headers = getattr(e, "headers", headers)
         except _Dropped:
             with state.lock:
@@ -342,14 +456,15 @@ class Handler(BaseHTTPRequestHandler):
         if state.latency:
             time.sleep(state.latency)
         with state.lock:
+            if kind == "images":
+                fields = _image_fields(body, image, f"https://api.miro.com/v2/boards/{board}/images/pending")
+            else:
+                fields = json_item_fields(kind, body, state, board)
+            check_inside_parent(fields, state, board)
             fault = state.faults.popleft() if state.faults else None
             if fault and not fault[1]:
                 raise ApiError(fault[0], "internalError", "something went wrong")
-            if kind == "images":
-                fields = _image_fields(body, image, f"https://api.miro.com/v2/boards/{board}/images/pending")
-                item = state._new_item(board, "image", fields)
-            else:
-                item = state._new_item(board, kind[:-1], json_item_fields(kind, body, state, board))
+            item = state._new_item(board, kind[:-1], fields)
         if fault and fault[0] == "drop":
             raise _Dropped()
         if fault:

@@ -79,10 +79,28 @@ def test_output_keeps_source_columns_and_adds_id_source_file_keyword(tmp_path):
     make_sources(tmp_path / "src", n_files=1)
     assert run(tmp_path / "d", "--keywords", "madrid", "--source", tmp_path / "src") == 0
     t = read_parts(tmp_path / "d")
-    assert t.column_names == ["url", "caption", "similarity", "width", "height", "language", "punsafe",
-                              "pwatermark", "id", "source_file", "matched_keyword", "post_id", "image_index"]
+    assert t.column_names == ["url", "similarity", "hash", "pwatermark", "punsafe", "caption", "key", "laion_status",
+                              "laion_error_message", "laion_width", "laion_height", "width", "height", "exif", "md5",
+                              "id", "source_file", "matched_keyword", "post_id", "image_index"]
     assert t["id"].to_pylist() == [row_id(u) for u in t["url"].to_pylist()]
     assert set(t["matched_keyword"].to_pylist()) == {"madrid"}
+
+
+def test_relaion_download_run_columns_keep_their_values_under_names_that_do_not_clash(engine, tmp_path):
+    """LAION's own status/error_message become laion_*; width/height are the source image's size
+    (LAION's original_*), and LAION's resized copy's size is laion_width/laion_height."""
+    sources = make_sources(tmp_path / "src", n_files=1, rows=600)
+    assert run(tmp_path / "d", "--keywords", "Madrid", "--source", tmp_path / "src") == 0
+    by_key = {r["key"]: r for r in pq.read_table(sources[0]).to_pylist()}
+    got = read_parts(tmp_path / "d").to_pylist()
+    assert {r["laion_status"] for r in got} == {"success", "failed_to_download"}
+    for row in got:
+        src = by_key[row["key"]]
+        assert (row["laion_status"], row["laion_error_message"]) == (src["status"], src["error_message"])
+        assert (row["width"], row["height"]) == (src["original_width"], src["original_height"])
+        assert (row["laion_width"], row["laion_height"]) == (src["width"], src["height"])
+    part = pq.read_schema(tmp_path / "d" / "metadata" / "part-00000.parquet")
+    assert part.field("width").type == pa.int32() and part.field("similarity").type == pa.float32()
 
 
 def test_each_keyword_is_credited_in_the_order_given(engine, tmp_path):
@@ -217,7 +235,12 @@ def test_zero_matches_is_an_error_not_an_empty_success(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--keywords", "Madrid", "--source", "nowhere/at/all.parquet"], "error: --source nowhere/at/all.parquet: no such file or folder"),
-    (["--keywords", "Madrid", "--subset", "klingon"], "error: unknown subset 'klingon': choose one of multi, en, nolang"),
+    (["--keywords", "Madrid", "--subset", "klingon"],
+     "error: unknown subset 'klingon': choose one or more of multi, en, nolang, or all"),
+    (["--keywords", "Madrid", "--subset", "en", "multi", "--source", "."],
+     "error: --source files are copies of at most one subset: give one --subset with --source, or none"),
+    (["--keywords", "Madrid", "--subset", "all", "--repo", "org/mirror"],
+     "error: --repo reads one mirror of one subset: give one --subset with it"),
     (["--keywords", "Madrid", "--match", "fuzzy", "--source", "."], "error: unknown --match 'fuzzy': choose one of word, substring, regex"),
     (["--keywords", " ", "--source", "."], "error: --keywords are all blank: give at least one word, e.g. --keywords Madrid"),
     (["--keywords", "(?<=x)Madrid", "--match", "regex", "--source", "."], "error: --keywords is not a valid regular expression"),
@@ -306,13 +329,15 @@ def test_parquet_columns_that_clash_with_added_ones_keep_their_data_under_source
     src = tmp_path / "src" / "export.parquet"
     src.parent.mkdir()
     pq.write_table(pa.table({"id": ["t1", "t2"], "media_url": ["http://a.test/x.jpg", "http://a.test/y.jpg"],
-                             "text": ["Madrid!", "Paris"], "url": ["http://page.test/1", "http://page.test/2"]}), src)
+                             "text": ["Madrid!", "Paris"], "url": ["http://page.test/1", "http://page.test/2"],
+                             "status": ["posted", "deleted"]}), src)
     assert run(tmp_path / "d", "--keywords", "Madrid", "--source", src,
                "--url-column", "media_url", "--caption-column", "text") == 0
     t = read_parts(tmp_path / "d")
-    assert t.column_names == ["source_id", "url", "caption", "source_url", "id", "source_file", "matched_keyword",
-                              "post_id", "image_index"]
+    # step 05 writes `status` on every row: the source's own keeps its data as source_status
+    assert t.column_names == ["source_id", "url", "caption", "source_url", "source_status", "id", "source_file",
+                              "matched_keyword", "post_id", "image_index"]
     assert t.to_pylist() == [{"source_id": "t1", "url": "http://a.test/x.jpg", "caption": "Madrid!",
-                              "source_url": "http://page.test/1", "id": row_id("http://a.test/x.jpg"),
+                              "source_url": "http://page.test/1", "source_status": "posted", "id": row_id("http://a.test/x.jpg"),
                               "source_file": str(src), "matched_keyword": "Madrid",
                               "post_id": row_id("http://a.test/x.jpg"), "image_index": 0}]

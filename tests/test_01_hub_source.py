@@ -5,27 +5,29 @@ import json
 
 import pyarrow.parquet as pq
 
+import pyarrow as pa
+
 from common.columns import RELAION_REPOS, row_id
 from common.match import compile_keywords, first_match
-from sample.relaion import relaion_table
 from tests.conftest import load_step
 from tests.hub_server import hub_server  # noqa: F401
 
 step = load_step("01_download_and_filter")
 REPO = RELAION_REPOS[("multi", "research-safe")]
-SHARD = "part-{:05d}-5f8e1b2c-0000-4000-8000-000000000000-c000.snappy.parquet"
 
 
-def shard_bytes(tmp_path, i: int, rows: int = 300) -> bytes:
-    path = tmp_path / f"shard{i}.parquet"
-    pq.write_table(relaion_table(rows, seed=10 + i), path, row_group_size=100, compression="snappy")
-    return path.read_bytes()
+def publish(hub, tmp_path=None, n: int = 3, gated: bool = True, repo: str = REPO, **kw) -> dict[str, bytes]:
+    return hub.add_relaion(repo, parts=n, gated=gated, **kw)
 
 
-def publish(hub, tmp_path, n: int = 3, gated: bool = True, repo: str = REPO) -> dict[str, bytes]:
-    files = {SHARD.format(i): shard_bytes(tmp_path, i) for i in range(n)}
-    hub.add_repo(repo, {"README.md": b"# RE-LAION\n", **files}, repo_type="dataset", gated=gated)
-    return files
+def rows_of(data: bytes) -> list[dict]:
+    return pq.read_table(pa.BufferReader(data)).to_pylist()
+
+
+def kept_ids(files: dict[str, bytes], keywords=("Madrid",)) -> list[str]:
+    patterns = compile_keywords(list(keywords))
+    return [row_id(r["url"]) for name in sorted(files) for r in rows_of(files[name])
+            if r["url"] and first_match(patterns, r["caption"])]
 
 
 def run(tmp_path, *args):
@@ -42,16 +44,12 @@ def test_hub_run_lists_downloads_filters_and_deletes_each_download(hub_server, t
     meta = tmp_path / "d" / "metadata"
     parts = sorted(meta.glob("part-*.parquet"))
     assert [p.name for p in parts] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
-    patterns = compile_keywords(["Madrid"])
-    for i, part in enumerate(parts):
-        name = SHARD.format(i)
-        source = pq.read_table(tmp_path / f"shard{i}.parquet").to_pylist()
-        want = [row_id(r["url"]) for r in source if r["url"] and first_match(patterns, r["caption"])]
+    for part, name in zip(parts, sorted(files)):
         got = pq.read_table(part)
-        assert got["id"].to_pylist() == want
-        assert set(got["source_file"].to_pylist()) == {name}
+        assert got["id"].to_pylist() == kept_ids({name: files[name]})
+        assert set(got["source_file"].to_pylist()) == {name} and set(got["subset"].to_pylist()) == {"multi"}
     doc = json.loads((meta / "_stats.json").read_text())
-    assert doc["source"].startswith(f"{REPO} (3 parquet files, as ")
+    assert doc["source"] == f"{REPO} (3 parquet files), as loopback-user"
     assert doc["bytes_downloaded"] == sum(len(b) for b in files.values())
     assert doc["rows_in"] == 900 and doc["files_done"] == 3
     assert not (meta / ".downloads").exists()
@@ -60,20 +58,34 @@ def test_hub_run_lists_downloads_filters_and_deletes_each_download(hub_server, t
 
 
 def test_limit_reads_only_the_first_files_and_a_rerun_adds_the_rest(hub_server, tmp_path, capsys):
-    publish(hub_server, tmp_path, n=3)
+    files = publish(hub_server, tmp_path, n=3)
     assert run(tmp_path, "--token", hub_server.token, "--limit", "1") == 0
     assert [p.name for p in (tmp_path / "d" / "metadata").glob("part-*.parquet")] == ["part-00000.parquet"]
     hub_server.requests.clear()
     assert run(tmp_path, "--token", hub_server.token) == 0
     assert "skipping 1 finished file(s) of 3" in capsys.readouterr().out
     fetched = [p for m, p, _ in hub_server.requests if m == "GET" and "/resolve/" in p]
-    assert len(fetched) == 2 and not any(SHARD.format(0) in p for p in fetched)
+    assert len(fetched) == 2 and not any(sorted(files)[0] in p for p in fetched)
+
+
+def test_a_listing_of_128_spark_shards_is_numbered_by_spark_part_with_limit(hub_server, tmp_path):
+    hub_server.page_size = 50  # the listing comes in three pages, as a long one does from the Hub
+    files = publish(hub_server, n=128, rows=40)
+    names = sorted(files)
+    assert names[0].startswith("part-00000-") and names[0].endswith("-c000.snappy.parquet")
+    assert run(tmp_path, "--token", hub_server.token, "--limit", "3") == 0
+    meta = tmp_path / "d" / "metadata"
+    assert sorted(p.name for p in meta.glob("part-*.parquet")) == [f"part-0000{i}.parquet" for i in range(3)]
+    for i in range(3):
+        assert set(pq.read_table(meta / f"part-0000{i}.parquet")["source_file"].to_pylist()) == {names[i]}
+    doc = json.loads((meta / "_stats.json").read_text())
+    assert doc["source"] == f"{REPO} (128 parquet files), as loopback-user" and doc["files_done"] == 3
 
 
 def test_keep_downloads_leaves_the_files_in_the_data_tree(hub_server, tmp_path):
     files = publish(hub_server, tmp_path, n=2)
     assert run(tmp_path, "--token", hub_server.token, "--keep-downloads") == 0
-    kept = tmp_path / "d" / "metadata" / ".downloads"
+    kept = tmp_path / "d" / "metadata" / ".downloads" / "multi"
     assert {n: (kept / n).read_bytes() for n in files} == files
 
 
@@ -126,12 +138,14 @@ def test_subset_and_variant_pick_the_relaion_repo(hub_server, tmp_path):
 
 
 def test_a_corrupt_shard_on_the_hub_is_skipped_and_the_run_goes_on(hub_server, tmp_path, capsys):
-    files = {SHARD.format(0): shard_bytes(tmp_path, 0), SHARD.format(1): b"PAR1 truncated download"}
-    hub_server.add_repo(REPO, files, gated=True)
+    good = publish(hub_server, n=1)
+    bad = sorted(good)[0].replace("part-00000-", "part-00001-")
+    hub_server.add_repo(REPO, {**good, bad: b"PAR1 truncated download"}, gated=True)
     assert run(tmp_path, "--token", hub_server.token) == 0
     doc = json.loads((tmp_path / "d" / "metadata" / "_stats.json").read_text())
-    assert doc["files_done"] == 1 and doc["files_failed"][0]["file"] == SHARD.format(1)
-    assert f"skipped {SHARD.format(1)}: ArrowInvalid" in capsys.readouterr().err
+    assert doc["files_done"] == 1 and doc["files_failed"][0] == {"file": bad, "subset": "multi",
+                                                                 "reason": doc["files_failed"][0]["reason"]}
+    assert f"skipped {bad}: ArrowInvalid" in capsys.readouterr().err
 
 
 def test_unreachable_hub_is_one_line_exit_2(hub_server, tmp_path, capsys):

@@ -291,3 +291,31 @@ def test_hub_model_is_recorded_for_step_06(step, image_server, hub_server, tmp_p
     assert step.main(args) == 0
     stats = json.loads((tree.embeddings / "_stats.json").read_text())
     assert (stats["model"], stats["pretrained"], stats["dim"]) == ("hf-hub:city-test/tiny-clip", None, 32)
+
+
+def test_laion_own_status_and_error_reach_the_index_beside_step_05s(step, image_server, tmp_path):
+    """RE-LAION rows through step 01 into step 05: LAION's download outcome stays laion_status /
+    laion_error_message, untouched by 05's own status and error."""
+    from common.match import compile_keywords, first_match
+    from sample.relaion import relaion_table
+
+    table = relaion_table(60, seed=4)
+    words = compile_keywords(["Madrid"])
+    table = table.filter(pa.array([bool(first_match(words, c)) for c in table["caption"].to_pylist()]))
+    urls = [image_server.add(f"laion{i}.png", sample.png()) if i % 3 else image_server.url("/status/404")
+            for i in range(len(table))]
+    table = table.set_column(0, "url", pa.array(urls, pa.string()))
+    (tmp_path / "src").mkdir()
+    pq.write_table(table, tmp_path / "src" / "relaion.parquet")
+    tree = DataTree(tmp_path / "d")
+    assert load_step("01_download_and_filter").main(["--data-dir", str(tree.root), "--keywords", "Madrid",
+                                                     "--source", str(tmp_path / "src")]) == 0
+    assert step.main(base_args(tree, "--input_dir", str(tree.metadata))) == 0
+    index = all_index(tree).to_pylist()
+    source = {r["key"]: r for r in table.to_pylist()}
+    assert len(index) == len(table) and {r["laion_status"] for r in index} == {"success", "failed_to_download"}
+    for row in index:
+        assert (row["laion_status"], row["laion_error_message"]) == (source[row["key"]]["status"],
+                                                                     source[row["key"]]["error_message"])
+        assert row["status"] == ("success" if row["url"].endswith(".png") else "http_404")
+        assert row["width"] == source[row["key"]]["original_width"]

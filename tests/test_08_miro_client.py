@@ -15,9 +15,10 @@ from miro_api.rest import RESTClientObject
 from PIL import Image
 
 from common.cli import UserError
-from common.miro import CreditGate, MiroBoard, image_upload_request
-from common.miro_plan import Layout, board_id, choose_level
-from tests.miro_server import BOARD, TOKEN
+from common.miro import MAX_WAIT, CreditGate, MiroBoard, check_api_url, image_upload_request, plain_text
+from common.miro_plan import Layout, board_id, choose_level, label_items, text_height
+from tests import miro_server as server
+from tests.miro_server import BOARD, OUTSIDE_PARENT, TOKEN
 from tests.miro_server import miro_server  # noqa: F401
 
 
@@ -169,3 +170,148 @@ def test_image_size_grows_with_the_square_root_of_density_down_to_the_minimum():
     assert lay.size(25, 100) == pytest.approx(200)
     assert lay.size(1, 100) == 100
     assert lay.point(32, 32) == (0.0, 0.0)
+
+
+# ---------------------------------------------------------------------------- rate-limit waits: at most one window
+class FakeClock:
+    """time.time and time.sleep for a CreditGate: sleeping advances the clock, and nothing really waits."""
+
+    def __init__(self, start: float = 1_800_000_000.0):
+        self.now, self.sleeps = start, []
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.mark.parametrize("reset, expected_wait", [
+    (lambda now: f"{now + 30:.3f}", 30),                    # as Miro documents it: UNIX seconds
+    (lambda now: str(int((now + 30) * 1000)), 30),          # milliseconds since the epoch
+    (lambda now: "30", 30),                                 # seconds from now
+    (lambda now: str(int(now + 3 * 3600)), MAX_WAIT),       # three hours away: never waited in one go
+    (lambda now: "1e15", MAX_WAIT),                         # nonsense
+], ids=["unix_seconds", "unix_milliseconds", "seconds_from_now", "hours_away", "nonsense"])
+def test_gate_waits_for_the_reset_it_can_read_and_never_longer_than_one_window(reset, expected_wait):
+    clock = FakeClock()
+    gate = CreditGate(clock=clock.time, sleep=clock.sleep)
+    gate.observe({"X-RateLimit-Limit": "1000", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset(clock.now)})
+    gate.acquire(100)
+    assert len(clock.sleeps) == 1 and clock.sleeps[0] == pytest.approx(expected_wait, abs=1.05)
+    assert MAX_WAIT <= 61 and max(clock.sleeps) <= MAX_WAIT + 0.05
+
+
+def test_gate_facing_a_reset_hours_away_waits_one_window_at_a_time_and_asks_again():
+    clock = FakeClock()
+    gate = CreditGate(clock=clock.time, sleep=clock.sleep)
+    far = str(int(clock.now + 5 * 3600))
+    for _ in range(3):                     # each answer still says: nothing left until `far`
+        gate.observe({"X-RateLimit-Limit": "1000", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": far})
+        gate.acquire(100)
+    assert len(clock.sleeps) == 3 and max(clock.sleeps) <= MAX_WAIT + 0.05
+    assert gate.waited == pytest.approx(sum(clock.sleeps), abs=0.1)
+
+
+@pytest.mark.parametrize("headers", [
+    {"X-RateLimit-Reset": str(int((1_800_000_000 + 7200) * 1000))},
+    {"X-RateLimit-Reset": str(1_800_000_000 + 86400)},
+    {"Retry-After": "86400"},
+    {"X-RateLimit-Reset": "nan", "Retry-After": "inf"},
+])
+def test_a_429_never_asks_for_a_wait_longer_than_one_window(headers):
+    clock = FakeClock()
+    gate = CreditGate(clock=clock.time, sleep=clock.sleep)
+    assert 0 < gate.blocked(headers) <= MAX_WAIT and gate.rate_limited == 1
+
+
+@pytest.mark.parametrize("reset_format, longest", [("epoch", 0.6), ("epoch_ms", 0.6), ("seconds_left", 1.1)])
+def test_429_from_the_api_waits_until_its_reset_whatever_unit_the_header_uses(miro_server, reset_format, longest):
+    state = miro_server.state
+    state.window, state.storm, state.reset_format = 0.5, 1, reset_format
+    clock = FakeClock(start=time.time())
+    board = MiroBoard(TOKEN, BOARD, miro_server.url, gate=CreditGate(clock=clock.time, sleep=clock.sleep))
+    board.create_text("after one 429", 100, 100, 200, 14)
+    assert state.count("POST", 429) == 1 and len(state.items(type="text")) == 1
+    assert clock.sleeps and max(clock.sleeps) <= longest
+
+
+# ---------------------------------------------------------------------------- frame bounds and HTML, as Miro has them
+def test_server_refuses_a_child_sticking_out_of_its_frame_with_miros_error_body(miro_server, picture):
+    board = MiroBoard(TOKEN, BOARD, miro_server.url)
+    frame = board.create_frame("f", 0, 0, 1000, 800)
+    assert board.create_image(picture, "inside", 50, 25, 100, frame)          # 100 x 50: touches the corner
+    for make in (lambda: board.create_image(picture, "out", 49, 25, 100, frame),
+                 lambda: board.create_image(picture, "out", 500, 790, 100, frame),
+                 lambda: board.create_text("wide label", 200, 400, 600, 40, frame)):
+        with pytest.raises(UserError, match="outside its frame .*--replace"):
+            make()
+    http = urllib3.PoolManager()
+    r = http.request("POST", f"{miro_server.url}/v2/boards/{BOARD}/texts",
+                     headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+                     body=json.dumps({"data": {"content": "x"}, "position": {"x": 0, "y": 0},
+                                      "parent": {"id": frame}}))
+    assert r.status == 400 and json.loads(r.data) == {"type": "error", "code": "invalidParameters", "context": None,
+                                                      "message": OUTSIDE_PARENT, "status": 400}
+    assert len(miro_server.state.items()) == 2 and miro_server.state.outside_their_frame() == []
+
+
+@pytest.mark.parametrize("sent, stored", [
+    ("Plaza Mayor", "<p>Plaza Mayor</p>"),
+    ("R&D <b>lab</b>", "<p>R&amp;D <b>lab</b></p>"),
+    ("R&amp;D &lt;lab&gt;", "<p>R&amp;D &lt;lab&gt;</p>"),
+    ("<p>already html</p>", "<p>already html</p>"),
+])
+def test_server_stores_text_content_as_miro_does(miro_server, sent, stored):
+    http = urllib3.PoolManager()
+    r = http.request("POST", f"{miro_server.url}/v2/boards/{BOARD}/texts",
+                     headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+                     body=json.dumps({"data": {"content": sent}}))
+    assert r.status == 201 and json.loads(r.data)["data"]["content"] == stored
+    assert miro_server.state.items(type="text")[0]["data"]["content"] == stored
+
+
+@pytest.mark.parametrize("label", ["Plaza Mayor", "R&D <lab>", "a  b\tc", "&amp; is not &", "Gran Vía"])
+def test_a_label_is_read_back_from_the_board_as_it_was_planned(miro_server, label):
+    board = MiroBoard(TOKEN, BOARD, miro_server.url)
+    board.create_text(label, 0, 0, 300, 20)
+    (item,) = board.items()
+    assert item.text == " ".join(label.split())
+    assert plain_text("<p>a</p><p>b &amp;&nbsp;c</p>") == "a b & c"
+
+
+# ---------------------------------------------------------------------------- the plan keeps every box in the frame
+@pytest.mark.parametrize("spacing, base_width", [(440, 400), (300, 400), (100, 400), (40, 400), (2000, 400)])
+def test_every_planned_box_lies_within_the_frame(spacing, base_width):
+    lay = Layout(level=64, spacing=spacing, base_width=base_width, min_width=base_width / 4, frame=True)
+    side = lay.extent
+    for i, j in [(0, 0), (63, 63), (0, 63), (63, 0), (31, 0)]:       # the largest image in the edge cells
+        x, y = lay.point(i + 0.5, j + 0.5)
+        assert base_width / 2 <= x <= side - base_width / 2 and base_width / 2 <= y <= side - base_width / 2
+    clusters = [{"cluster": k, "label": label, "x": x, "y": y}
+                for k, (label, x, y) in enumerate([("corner", 0, 0), ("far corner " * 20, 1, 1), ("top", 0.5, 0),
+                                                   ("left", 0, 0.5), ("x" * 500, 0.98, 0.02), ("centre", 0.5, 0.5)])]
+    labels = label_items({"clusters": clusters}, lay)
+    assert len(labels) == len(clusters)
+    for it in labels:
+        assert it.width / 2 <= it.x <= side - it.width / 2 and it.height / 2 <= it.y <= side - it.height / 2
+        # the plan's height is never below the one the loopback API gives the text
+        assert it.height >= server.text_height(it.text, it.width, it.font_size)
+    centre = next(it for it in labels if it.text == "centre")
+    assert (centre.x, centre.y) == lay.point(32, 31)                 # a label with room is not moved
+    assert text_height("one line", 600, 40) == 60
+    assert text_height("東京タワー" * 4, 600, 40) == 120         # 20 full-width glyphs: 800 px, two lines
+
+
+@pytest.mark.parametrize("url", ["https://api.miro.com", "http://127.0.0.1:8080", "http://localhost:9",
+                                 "http://[::1]:8000/", "http://127.3.2.1", " https://api.miro.com/ "])
+def test_api_url_over_https_or_to_this_machine_is_accepted(url):
+    assert check_api_url(url) == url.strip()
+
+
+@pytest.mark.parametrize("url", ["http://api.miro.com", "http://192.168.1.10", "http://[2001:db8::1]", "file:///x",
+                                 "api.miro.com", "http://localhost.evil.example"])
+def test_api_url_that_is_not_https_or_leaves_this_machine_is_refused(url):
+    with pytest.raises(UserError, match="--api_url"):
+        check_api_url(url)

@@ -1,0 +1,116 @@
+"""The README's commands and flags exist: each is checked against the script's own --help."""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import re
+import shlex
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+FLAG = re.compile(r"(?<![\w-])--[a-zA-Z][\w-]*")
+# Flags of other programs the README shows in their own commands (pip, pytest, Ray, the hf CLI, Chromium).
+OTHER_TOOLS = {"python", "pip", "pytest", "ray", "hf", "huggingface-cli", "bash", "apt-get", "sbatch", "srun"}
+
+
+def scripts() -> list[str]:
+    return sorted(p.name for p in ROOT.glob("0*_*.py")) + ["demo.py"]
+
+
+@lru_cache(maxsize=None)
+def help_flags(script: str) -> frozenset[str]:
+    """The option strings the script's --help prints."""
+    module = importlib.import_module(Path(script).stem)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as exit_:
+        module.main(["--help"])
+    assert exit_.value.code == 0, f"{script} --help failed"
+    return frozenset(FLAG.findall(out.getvalue()))
+
+
+def code_blocks(text: str) -> list[str]:
+    return re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.S | re.M)
+
+
+def commands(text: str) -> list[list[str]]:
+    """Every `python X.py ...` command in a fenced block, with backslash continuations joined."""
+    found = []
+    for block in code_blocks(text):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #", 1)[0].strip()
+            try:
+                words = shlex.split(line)
+            except ValueError:  # an apostrophe in prose, not a quote
+                words = line.split()
+            if len(words) >= 2 and words[0] == "python" and words[1].endswith(".py"):
+                found.append(words[1:])
+    return found
+
+
+def sections(text: str) -> list[tuple[str, str]]:
+    parts = re.split(r"^(#{2,3} .*)$", text, flags=re.M)
+    return list(zip(parts[1::2], parts[2::2]))
+
+
+def step_script(heading: str) -> str | None:
+    m = re.search(r"\bStep (\d)\b|\b(0\d)_", heading)
+    if not m:
+        return None
+    number = f"0{m.group(1)}" if m.group(1) else m.group(2)
+    return next((s for s in scripts() if s.startswith(number + "_")), None)
+
+
+TEXT = README.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("words", commands(TEXT), ids=lambda w: " ".join(w)[:60])
+def test_readme_commands_use_real_scripts_and_flags(words):
+    script = words[0]
+    assert (ROOT / script).is_file(), f"README runs {script}, which does not exist"
+    if script in scripts():
+        flags = {w.split("=", 1)[0] for w in words[1:] if w.startswith("--")}
+        unknown = flags - help_flags(script)
+        assert not unknown, f"README runs {script} with {sorted(unknown)}, which its --help does not list"
+
+
+STEP_SECTIONS = [s for s in sections(TEXT) if step_script(s[0])]
+
+
+@pytest.mark.parametrize("heading,body", STEP_SECTIONS, ids=[h.lstrip("# ")[:40] for h, _ in STEP_SECTIONS])
+def test_readme_option_lists_match_each_steps_help(heading, body):
+    script = step_script(heading)
+    listed = {m.group(1) for block in code_blocks(body)
+              for m in re.finditer(r"^\s*(--[a-zA-Z][\w-]*)", block, flags=re.M)}
+    unknown = listed - help_flags(script)
+    assert not unknown, f"{heading!r} lists {sorted(unknown)}, which {script} --help does not"
+
+
+def test_every_flag_the_readme_names_exists_in_some_step():
+    known = set().union(*(help_flags(s) for s in scripts()))
+    other = set()
+    for block in code_blocks(TEXT):
+        for line in block.splitlines():
+            words = line.split()
+            if words and (words[0] in OTHER_TOOLS - {"python"} or (words[:1] == ["python"] and len(words) > 1
+                                                                   and not words[1].endswith(".py"))):
+                other.update(FLAG.findall(line))
+    for script_line in re.findall(r"python (bench/\S+\.py[^\n`]*)", TEXT):
+        other.update(FLAG.findall(script_line))
+    named = set(FLAG.findall(TEXT)) - other
+    unknown = sorted(f for f in named if f not in known)
+    assert not unknown, f"README names flags no step has: {unknown}"
+
+
+def test_every_step_has_help_text_for_every_flag():
+    for script in scripts():
+        module = importlib.import_module(Path(script).stem)
+        build = getattr(module, "build_parser", None)
+        if build is None:
+            continue
+        missing = [a.option_strings[0] for a in build()._actions if a.option_strings and not a.help]
+        assert not missing, f"{script}: flags without help text: {missing}"
