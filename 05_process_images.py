@@ -1,8 +1,9 @@
 """Step 05: download each image once, keep a thumbnail, embed it with CLIP, and tag it.
 
-Reads the cleaned rows of step 03 (or step 01's rows when step 03 has not run) and, shard by shard, downloads every distinct URL (politely and
-safely: see common/fetch.py), keeps a thumbnail, embeds it with CLIP and records what happened to
-each row. Zero-shot tags from a shipped vocabulary make the image-tag network of the second recipe.
+Reads the cleaned rows of step 03 (or step 01's rows when step 03 has not run) and, shard by
+shard, downloads every distinct URL (politely and safely: see common/fetch.py), keeps a thumbnail,
+embeds it with CLIP and records what happened to each row. Zero-shot tags from a shipped
+vocabulary make the image-tag network of the second recipe.
 A re-run after re-cleaning reuses every vector already made with the same model, whatever shard
 its row falls in now (common/embedding_reuse.py): only new rows are fetched and embedded.
 
@@ -46,8 +47,8 @@ SUCCESS = shards.SUCCESS
 def build_parser() -> argparse.ArgumentParser:
     p = parser(__doc__)
     a = p.add_argument
-    a("--input_dir", "--input-dir", dest="input_dir", help="rows to process (default: <data-dir>/metadata_cleaned once step 03 finished, "
-      "else <data-dir>/metadata)")
+    a("--input_dir", "--input-dir", dest="input_dir",
+      help="rows to process (default: <data-dir>/metadata_cleaned once step 03 finished, else <data-dir>/metadata)")
     a("--model", default=DEFAULT_MODEL, help="CLIP model: OpenAI name (ViT-L/14@336px), open_clip name "
       "(ViT-L-14-336 with --pretrained openai) or hf-hub:org/name (default: %(default)s)")
     a("--pretrained", help="open_clip weights tag or checkpoint file; 'none' = random weights for smoke "

@@ -86,8 +86,8 @@ def test_polars_and_pyarrow_give_the_same_parts(tmp_path, monkeypatch):
     used = {}
     for engine in ("polars", "pyarrow"):
         monkeypatch.setenv("CITY_IDENTITY_PARQUET_ENGINE", engine)
-        writers = []
-        monkeypatch.setattr(step, "PartWriter", lambda *a: writers.append(a) or metadata_parts.PartWriter(*a))
+        writers: list = []
+        monkeypatch.setattr(step, "PartWriter", lambda *a, seen=writers: seen.append(a) or metadata_parts.PartWriter(*a))
         assert run(tmp_path / engine, src) == 0
         used[engine] = "pyarrow" if writers else "polars"
     assert used == {"polars": "polars", "pyarrow": "pyarrow"}  # each path really ran
