@@ -25,30 +25,24 @@ from __future__ import annotations
 
 import shutil
 import sys
-import threading
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
-from common import hub, polars_parts
-from common.caption_filter import CaptionMatcher, build_matcher
-from common.cli import UserError, add_overwrite, entrypoint, parser
+from common import hub
+from common.caption_filter import build_matcher
+from common.cli import UserError, add_overwrite, add_ray, entrypoint, parser
 from common.files import list_parts
-from common.metadata_parts import (PartWriter, output_schema, output_table, part_number, read_part_info,
-                                   rename_for_output, sum_parts)
+from common.filter_file import DEFAULT_WORKERS, FileReport, Job, filter_into_part, process_file  # noqa: F401 (bench)
+from common.metadata_parts import part_number, read_part_info, sum_parts
 from common.paths import DataTree, stats_file
-from common.sources import (SourceError, SourceFile, expand_local, pick_columns, prefer_jemalloc, read_matches,
-                            source_schema)
+from common.sources import SourceError, SourceFile, expand_local, pick_columns, prefer_jemalloc, source_schema
 from common.stats import StepStats
 from common.url_lists import AUTO, NONE
 
 STEP = "01_download_and_filter"
-DEFAULT_WORKERS = 2
 DEFAULT_SUBSET = "multi"
 
 
@@ -75,40 +69,9 @@ def build_parser():
     p.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help=f"files processed at once (default {DEFAULT_WORKERS})")
     p.add_argument("--keep-downloads", "--keep_downloads", dest="keep_downloads", action="store_true",
                    help="keep downloaded Hub files under <data-dir>/metadata/.downloads/")
+    add_ray(p, "one Ray task per source file")
     add_overwrite(p)
     return p
-
-
-# ---------------------------------------------------------------------------- the run's settings
-@dataclass
-class Job:
-    tree: DataTree
-    matcher: CaptionMatcher
-    signature: dict
-    url_column: str | None = None
-    caption_column: str | None = None
-    token: str | None = field(default=None, repr=False)
-    keep_downloads: bool = False
-    workers: int = DEFAULT_WORKERS
-    url_separator: str | None = None  # common.url_lists: None keeps each URL cell whole
-    stop: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass
-class FileReport:
-    source: SourceFile
-    rows_scanned: int = 0
-    matched: Counter = field(default_factory=Counter)
-    no_url: int = 0
-    rows_written: int = 0
-    bytes_downloaded: int = 0
-    failed: str | None = None
-
-    def info(self, signature: dict) -> dict:
-        return {"signature": signature, "source_file": self.source.name, "repo": self.source.repo,
-                "subset": self.source.subset, "rows_scanned": self.rows_scanned,
-                "matched": dict(self.matched), "no_url": self.no_url, "rows_written": self.rows_written,
-                "bytes_downloaded": self.bytes_downloaded}
 
 
 def plan_sources(args, job: Job) -> tuple[list[SourceFile], str]:
@@ -172,57 +135,7 @@ def finished_files(files: list[SourceFile], job: Job, overwrite: bool) -> set[in
     return done
 
 
-# ---------------------------------------------------------------------------- one file
-def filter_into_part(path: Path, src: SourceFile, job: Job, report: FileReport) -> None:
-    schema = source_schema(path, src.name)
-    url, caption = pick_columns(schema.names, src.name, job.url_column, job.caption_column)
-    renames = rename_for_output(schema.names, job.url_column, job.caption_column)
-    out_schema = output_schema(schema, renames, src.subset, job.url_separator)
-    part = job.tree.metadata_part(src.index)
-    if not src.is_csv and polars_parts.usable(path, job.matcher, out_schema, renames):
-        counts = polars_parts.write_part(path, src.name, part, job.matcher, caption, url, renames, out_schema,
-                                         lambda c: replace(report, **c).info(job.signature), job.stop, src.subset,
-                                         job.url_separator)
-        if counts is not None:
-            for key, value in counts.items():
-                setattr(report, key, Counter(value) if key == "matched" else value)
-            return
-    keywords = job.matcher.keywords
-    writer = PartWriter(part, out_schema)
-    try:
-        for batch in read_matches(path, src.name, job.matcher, job.url_column, job.caption_column, job.stop):
-            report.rows_scanned += batch.scanned
-            if batch.table is None:
-                continue
-            for k, n in enumerate(np.bincount(batch.which, minlength=len(keywords))):
-                report.matched[keywords[k]] += int(n)
-            table, dropped = output_table(batch.table, batch.which, keywords, src.name, renames, src.subset,
-                                          job.url_separator)
-            report.no_url += dropped
-            writer.write(table)
-        report.rows_written = writer.rows
-        writer.finish(report.info(job.signature))
-    except BaseException:
-        writer.abandon()
-        raise
-
-
-def process_file(src: SourceFile, job: Job) -> FileReport:
-    report = FileReport(src)
-    path = None if src.repo else Path(src.name)
-    try:
-        if src.repo:  # one folder per subset: two repos may hold files of the same name
-            folder = job.tree.downloads / (src.subset or "repo")
-            path, report.bytes_downloaded = hub.download(src.repo, src.name, job.token, folder)
-        filter_into_part(path, src, job, report)
-    except (SourceError, hub.DownloadFailed) as e:
-        report.failed = str(e)
-    finally:
-        if src.repo and path is not None and not job.keep_downloads:
-            path.unlink(missing_ok=True)
-    return report
-
-
+# ---------------------------------------------------------------------------- threads
 def _after_file(report: FileReport) -> None:
     """Called in the main thread after each file (a seam for tests that interrupt a run)."""
 
@@ -262,9 +175,11 @@ def write_stats(stats: StepStats, job: Job, args, where: str, reports: list[File
                             f"{failed[0]['reason']})")
         raise UserError(f"no caption names {' / '.join(job.matcher.keywords)} in {t['rows_scanned']:,} rows of "
                         f"{t['files_done']:,} file(s): check the spelling, try --match substring, or read more files")
-    stats.rows_in, stats.rows_out = t["rows_scanned"], t["rows_written"]
+    stats.rows_in, stats.rows_out = t["rows_scanned"] + t["malformed_rows"], t["rows_written"]
     stats.drop("caption_without_keyword", t["rows_scanned"] - sum(t["matched_per_keyword"].values()))
     stats.drop("no_url", t["no_url"])
+    if t["malformed_rows"]:
+        stats.drop("malformed_csv_line", t["malformed_rows"])
     stats.write(job.tree.metadata, args, packages=("huggingface_hub",), source=where,
                 files_done=t["files_done"], files_skipped_finished=skipped, files_failed=failed,
                 matched_per_keyword=t["matched_per_keyword"], bytes_downloaded=t["bytes_downloaded"],
@@ -312,7 +227,12 @@ def main(argv=None) -> int:
         print(f"skipping {len(done):,} finished file(s) of {len(files):,} (--overwrite redoes them)")
     if pending:
         stats_file(tree.metadata).unlink(missing_ok=True)
-    reports = run_files(pending, job)
+    if args.ray is None:
+        reports = run_files(pending, job)
+    else:
+        from common import ray_runner  # Ray is imported only when asked for
+
+        reports = ray_runner.run_files(pending, job, args.ray)
     for r in reports:
         if r.failed:
             print(f"skipped {r.source.name}: {r.failed}", file=sys.stderr)

@@ -26,13 +26,14 @@ from tqdm import tqdm
 
 from common.cli import UserError, add_overwrite, entrypoint, parser
 from common.columns import find_column
-from common.domains import CATEGORIES, DEFAULT_MAP, REASONS, category_of, load_categories, registered_domain
+from common.domains import CATEGORIES, DEFAULT_MAP, REASONS, category_of, domain_or_reason, load_categories
 from common.files import count_rows, iter_batches
 from common.paths import DataTree
 from common.reports import bar_chart, fingerprint, input_parts, pick_input, unchanged, write_csv
 from common.stats import StepStats, public_params
 
 NO_DOMAIN = "(no registered domain)"
+MAX_ERRORS_KEPT = 20  # rows whose URL broke the parser, shown in _stats_urls.json
 
 
 def build_parser():
@@ -63,18 +64,21 @@ def url_column(parts: list[Path]) -> str:
     return col
 
 
-def count_domains(parts: list[Path], col: str, stats: StepStats) -> Counter:
+def count_domains(parts: list[Path], col: str, stats: StepStats, errors: list[dict]) -> Counter:
+    """Rows per registered domain; the others counted under their reason, the first few errors kept."""
     domains: Counter = Counter()
     with tqdm(total=count_rows(parts), desc="urls", unit="rows", unit_scale=True) as bar:
         for batch in iter_batches(parts, [col]):
             if batch.num_columns == 0:
                 raise UserError(f"a part in {parts[0].parent} has no {col!r} column: re-run the step that wrote it")
             for url in batch.column(0).to_pylist():
-                domain, reason = registered_domain(url)
+                domain, reason, error = domain_or_reason(url)
                 if domain:
                     domains[domain] += 1
                 else:
                     stats.drop(reason)
+                if error and len(errors) < MAX_ERRORS_KEPT:
+                    errors.append({"url": str(url)[:200], "reason": reason, "error": error})
             stats.rows_in += len(batch)
             bar.update(len(batch))
     return domains
@@ -118,7 +122,8 @@ def main(argv=None) -> int:
 
     print(f"reading the URLs of {len(parts):,} parts of {folder}")
     stats = StepStats("04_analyze_urls")
-    domains = count_domains(parts, col, stats)
+    errors: list[dict] = []
+    domains = count_domains(parts, col, stats, errors)
     stats.rows_out = sum(domains.values())
     if not stats.rows_in:
         raise UserError(f"the parts in {folder} hold no rows: nothing to analyse")
@@ -130,7 +135,7 @@ def main(argv=None) -> int:
               f"Top domains of {stats.rows_in:,} image URLs", "% of URLs", tree.analysis_chart("top_domains"))
     stats.write(tree.analysis, params, ("tldextract", "pandas"), path=stats_path, input_parts=prints,
                 domains=len(df), reasons={k: REASONS[k] for k in stats.reasons},
-                categories={r.category: int(r.count) for r in cats.itertuples()})
+                categories={r.category: int(r.count) for r in cats.itertuples()}, url_errors=errors)
     print(f"{len(df):,} domains -> {tree.analysis_csv('top_domains')}")
     if df.empty:
         print("warning: no URL has a registered domain; the reasons are below and in _stats_urls.json")

@@ -24,16 +24,14 @@ import argparse
 import hashlib
 import sys
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
-import pyarrow as pa
-
 from common import embedding_reuse, embedding_shards as shards
-from common.cli import UserError, add_overwrite, entrypoint, parser
+from common.cli import UserError, add_overwrite, add_ray, entrypoint, parser
 from common.clip import DEFAULT_VOCAB, TEMPLATES, load_clip, pick_device, read_vocab, resolve_model
 from common.concept_vectors import concept_vectors, tags_cache_file
-from common.download_embed import ImageSource, Outcome, embed_images, stack_in_order
-from common.fetch import Fetcher
+from common.embed_shard import process_shard, shard_context
 from common.files import read_json, require_parts
 from common.paths import DataTree, stats_file
 from common.reports import pick_input
@@ -80,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--tags-k", "--tags_k", dest="tags_k", type=int, default=5, help="tags kept per image (default: %(default)s)")
     a("--shard-size", "--shard_size", dest="shard_size", type=int, default=10_000,
       help="input rows per output shard (default: %(default)s)")
+    add_ray(p, "CPU tasks fetch, one model actor per GPU embeds")
     add_overwrite(p)
     return p
 
@@ -102,27 +101,6 @@ def input_parts(tree: DataTree, input_dir: str | None) -> list[Path]:
                                 else " (step 01's rows: step 03 has not run)")
     print(f"05: reading {folder}{why}")
     return require_parts(folder, "01_download_and_filter.py")
-
-
-# ---------------------------------------------------------------------------- one shard
-def process_shard(n: int, table: pa.Table, ctx: dict, memo: dict) -> Counter:
-    ids, urls = table.column("id").to_pylist(), table.column("url").to_pylist()
-    reused, reused_failed = ctx["reuse"].take([i for i, u in zip(ids, urls) if i and u and i not in memo])
-    todo = {i: u for i, u in zip(ids, urls) if i and u and i not in memo and i not in reused and i not in reused_failed}
-    outcomes, vectors, counts = embed_images(list(todo.items()), ctx["source"], ctx["clip"], ctx["workers"],
-                                             ctx["batch_size"], desc=f"shard {n:05d}")
-    memo.update({i: o for i, o in outcomes.items() if o.status != SUCCESS})  # failed once: not again this run
-    outcomes = {**memo, **reused_failed, **{i: Outcome(SUCCESS) for i in reused}, **outcomes}
-    vectors.update(reused)
-    counts.update(reused=len(reused), reused_failures=len(reused_failed))
-    status = [outcomes[i].status if i in outcomes else "bad_url" for i in ids]
-    error = [outcomes[i].error if i in outcomes else "row has no URL" for i in ids]
-    table = table.drop_columns([c for c in ("status", "error") if c in table.column_names])
-    index = table.append_column("status", pa.array(status, pa.string())).append_column("error", pa.array(error, pa.string()))
-    ok_ids = [i for i, s in zip(ids, status) if s == SUCCESS]
-    shards.write_shard(ctx["tree"], n, index, stack_in_order(ok_ids, vectors, ctx["clip"].dim), ctx["meta"])
-    counts.update(status)
-    return counts
 
 
 # ---------------------------------------------------------------------------- tags and totals
@@ -167,14 +145,6 @@ def totals(tree: DataTree) -> Counter:
 
 
 # ---------------------------------------------------------------------------- the run
-def make_fetcher(args, clip) -> Fetcher:
-    allow = True if args.allow_private_hosts == [] else (args.allow_private_hosts or False)
-    return Fetcher(timeout=args.timeout, retries=args.retries, respect_noai=args.respect_noai,
-                   allow_private_hosts=allow, max_bytes=int(args.max_mb * 1e6), max_pixels=args.max_pixels,
-                   per_host=args.per_host, draft_size=max(args.thumb_size, clip.input_size),
-                   keep_bytes=args.keep_images, pool_size=args.workers)
-
-
 def plan(args, tree: DataTree, parts: list[Path], meta: dict, stats: StepStats) -> tuple[list[int], list[int]]:
     """(shards to do, finished shards skipped), without loading the model."""
     todo, skipped = [], []
@@ -201,19 +171,14 @@ def prepare_reuse(args, tree: DataTree, todo: list[int], skipped: list[int], mod
 def run_shards(args, tree: DataTree, parts: list[Path], todo: list[int], clip, reuse) -> Counter:
     if not clip.device.startswith("cuda"):
         print("CLIP runs on the CPU: expect a few images per second for ViT-L/14 (a CUDA GPU is ~100x faster)")
-    fetcher = make_fetcher(args, clip)
-    ctx = {"tree": tree, "clip": clip, "workers": args.workers,
-           "batch_size": args.batch_size or (256 if clip.device.startswith("cuda") else 32),
-           "meta": {"model": clip.name, "pretrained": clip.pretrained, "dim": clip.dim},
-           "source": ImageSource(tree, fetcher, args.thumb_size, clip.input_size, args.keep_images),
-           "reuse": reuse}
+    ctx = shard_context(args, tree, clip, reuse)
     run, memo, wanted = Counter(), {}, set(todo)
     try:
         for n, table in shards.iter_input_shards(parts, args.shard_size, args.limit):
             if n in wanted:
                 run.update(process_shard(n, table, ctx, memo))
     finally:
-        fetcher.close()
+        ctx["source"].fetcher.close()
     embedding_reuse.finish(tree)  # every shard is written: the retired ones are no longer needed
     return run
 
@@ -248,7 +213,8 @@ def main(argv=None) -> int:
     parts = input_parts(tree, args.input_dir)
     key = vocab_key(args.tags_vocab, args.tags_k)  # a bad vocabulary fails now, not after hours of downloads
     name, pretrained = resolve_model(args.model, args.pretrained)
-    pick_device(args.device)
+    if args.ray is None:
+        pick_device(args.device)  # under --ray the cluster's GPUs decide (common/ray_runner.py)
     stats = StepStats("05_process_images")
     todo, skipped = plan(args, tree, parts, {"model": name, "pretrained": pretrained}, stats)
     reuse, removed = prepare_reuse(args, tree, todo, skipped, (name, pretrained))
@@ -258,6 +224,13 @@ def main(argv=None) -> int:
     if not todo and not removed and tags_current(tree, key):
         print(f"nothing to do: all {len(skipped):,} shards finished and {tree.tags_file} is current")
         return 0
+    if args.ray is not None:
+        from common import ray_runner  # Ray is imported only when asked for
+
+        run, clip, tags = ray_runner.run_shards(args, tree, parts, todo, (name, pretrained), partial(write_tags, tree, key=key),
+                                                reuse)
+        embedding_reuse.finish(tree)
+        return finish(args, tree, stats, clip, run, skipped, tags)
     clip = load_clip(name, pretrained, args.device)
     run = run_shards(args, tree, parts, todo, clip, reuse)
     return finish(args, tree, stats, clip, run, skipped, write_tags(tree, clip, key))

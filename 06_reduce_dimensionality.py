@@ -135,10 +135,15 @@ def already_done(tree: DataTree, params: dict) -> bool:
 
 
 def encode_concepts(model: str, pretrained: str, concepts: list[str], device: str) -> np.ndarray:
-    """CLIP text embeddings of the concepts, with the model step 05 embedded the images with."""
-    from common.clip import load_clip
+    """CLIP text embeddings of the concepts, with the model step 05 embedded the images with. The
+    model is freed before returning: on a GPU, cuML's UMAP needs the memory it held."""
+    from common.clip import free_clip, load_clip
 
-    return load_clip(model, pretrained, device).encode_concepts(concepts)
+    clip = load_clip(model, pretrained, device)
+    try:
+        return clip.encode_concepts(concepts)
+    finally:
+        free_clip(clip)
 
 
 def concept_table(tree: DataTree, a, dim: int) -> tuple[list[str] | None, np.ndarray | None]:
@@ -169,7 +174,11 @@ def umap_xy(a, data, backend: str) -> tuple[np.ndarray, dict]:
     params = layout.UmapParams(a.neighbors, a.dist, a.metric, None if a.seed < 0 else a.seed, a.init)
     info["init"] = layout.choose_init(a.init, x.shape[0], backend)
     print(f"UMAP on {x.shape[0]:,} x {x.shape[1]} with {backend}, {info['init']} start ...")
-    return layout.umap_layout(x, params, backend), info
+    xy, ran = layout.umap_layout(x, params, backend)
+    if ran != backend:  # cuML failed during the fit and umap-learn made the map
+        info.update(backend=ran, backend_reason="cuML failed during the fit, so umap-learn made the map",
+                    init=layout.choose_init(a.init, x.shape[0], ran))
+    return xy, info
 
 
 def network_xy(tree: DataTree, a, data) -> tuple[np.ndarray, dict, pa.Table, np.ndarray]:
@@ -229,7 +238,8 @@ def main(argv=None) -> int:
     if not a.overwrite and already_done(tree, params):
         return 0
     stats = StepStats(STEP)
-    backend, why = ("fa2", "ForceAtlas2 (fa2, Barnes-Hut)") if a.layout == "network" else layout.choose_backend(a.backend)
+    backend, why = (("fa2", "ForceAtlas2 (fa2, Barnes-Hut)") if a.layout == "network"
+                    else layout.choose_backend(a.backend, metric=a.metric))
     print(f"backend: {backend} ({why})")
     # float16 as step 05 wrote them (1.5 GB at 1M x 768): PCA reads them a chunk at a time; without
     # PCA, UMAP gets a float32 copy, which the automatic PCA keeps to collections of modest size
@@ -246,6 +256,7 @@ def main(argv=None) -> int:
         xy, info, tag_nodes, degree = network_xy(tree, a, data)
     else:
         raw, info = umap_xy(a, data, backend)
+        backend, why = info.pop("backend", backend), info.pop("backend_reason", why)
         info["not_placed"] = int((~np.isfinite(raw).all(axis=1)).sum())
         xy = layout.to_unit_square(raw)
     timings["layout"], t0 = round(time.time() - t0, 3), time.time()

@@ -3,14 +3,14 @@
 Reads step 06's projection (data/projection/umap_projection.parquet), step 05's embeddings and
 thumbnails (data/embeddings/, data/images/) and, when present, its image-tag edges (tags.csv)
 and step 06's tag layout (tag_nodes.parquet). Writes data/export/:
-  grid_64.json, grid_128.json, grid_256.json  one record per non-empty cell: count, and a
+  grid_{16,32,64,128,256}.json                one record per non-empty cell: count, and a
                                               representative (the member closest to the cell's mean
                                               embedding among those with a thumbnail; a coarse cell's
                                               is one of its children's, so zooming does not flicker)
   rows/{tx}_{ty}.json                         every row, in 16x16 tiles by map position
   images/256/<id>.jpg                         thumbnails (hard links to step 05's cache when possible;
                                               missing ones downloaded)
-  sprites/{level}-NNN.jpg                     sprite sheets of each level's representatives
+  sprites/{level}-NNN.jpg                     sprite sheets of each level's representatives (64 px tiles)
   nodes.csv, edges.csv, network.gexf          the image-tag network for Gephi (node column `image`)
   map.png                                     the poster: images at their positions, sized by density
   index.html + the viewer                     copied from web/, so the folder is self-contained
@@ -46,7 +46,7 @@ DEFAULT_GEPHI_IMAGES = 50_000
 def build_parser() -> argparse.ArgumentParser:
     p = parser(__doc__)
     p.add_argument("--levels", type=int, nargs="+", default=list(GRID_LEVELS),
-                   help="grid levels, cells per side, powers of two (default: 64 128 256)")
+                   help="grid levels, cells per side, powers of two (default: 16 32 64 128 256)")
     p.add_argument("--title", default=None, help="title shown by the viewer and on the poster "
                    "(default: the data folder's name)")
     p.add_argument("--poster-size", "--poster_size", dest="poster_size", type=int, default=DEFAULT_POSTER,
@@ -112,15 +112,19 @@ def thumbnails(args, tree: DataTree, rows) -> dict:
     if len(missing) and args.download_missing:
         fetcher = Fetcher(timeout=args.timeout, retries=args.retries, allow_private_hosts=args.allow_private_hosts)
         todo = [(rows.url[k], tree.export_thumbnail(rows.ids[k])) for k in missing.tolist()]
-        done, statuses = export_thumbs.download_missing(todo, fetcher)
+        done, statuses, first_errors = export_thumbs.download_missing(todo, fetcher)
         in_export[missing[sorted(done)]] = True
         outcomes.update({f"download {k}": v for k, v in sorted(statuses.items())})
+        outcomes["download errors, first of each"] = first_errors
         print(f"downloaded {len(done):,} of {len(missing):,} missing thumbnails")
     elif len(missing):
         outcomes["missing, not downloaded"] = len(missing)
     pairs = [(tree.thumbnail(i), tree.export_thumbnail(i)) for i in rows.ids[in_cache].tolist()]
-    counts = export_thumbs.export_thumbnails(pairs, exported, args.overwrite)
+    counts, unusable = export_thumbs.export_thumbnails(pairs, exported, args.overwrite)
     print("thumbnails: " + ", ".join(f"{n:,} {how}" for how, n in sorted(counts.items()) if n))
+    if unusable:
+        in_cache &= np.fromiter((i not in unusable for i in rows.ids), bool, len(rows))
+        outcomes["unusable in step 05's cache"] = len(unusable)
     rows.has_thumb = in_cache | in_export
     outcomes["without a thumbnail"] = int((~rows.has_thumb).sum())
     return outcomes
@@ -131,9 +135,10 @@ def write_sprites(args, tree: DataTree, rows, levels: dict) -> tuple[dict, list[
     for size, level in levels.items():
         with_sprite = np.flatnonzero(level.sprite >= 0)
         ids = rows.ids[level.rep[with_sprite[np.argsort(level.sprite[with_sprite])]]].tolist()
+        columns = sprites.columns_for(args.sprite_tile)
         level_jobs = sprites.sheet_jobs(size, [tree.export_thumbnail(i) for i in ids], tree.sprites_dir,
-                                        args.sprite_tile, sprites.COLUMNS)
-        meta[size] = {"tile": args.sprite_tile, "columns": sprites.COLUMNS,
+                                        args.sprite_tile, columns)
+        meta[size] = {"tile": args.sprite_tile, "columns": columns,
                       "sheets": [f"sprites/{job[1].name}" for job in level_jobs]}
         jobs += level_jobs
     unreadable = sprites.write_sheets(jobs)
@@ -143,8 +148,8 @@ def write_sprites(args, tree: DataTree, rows, levels: dict) -> tuple[dict, list[
 
 
 def write_gephi(args, tree: DataTree, rows, levels: dict) -> list[str]:
-    coarse = levels[min(levels)]
-    density = coarse.count[coarse.row_cell]
+    base = levels[grid.base_level(levels)]
+    density = base.count[base.row_cell]
     # a capped network keeps what the map shows: coarse representatives, then finer ones, then the rest
     order = np.concatenate([levels[s].rep for s in sorted(levels)] + [np.arange(len(rows))])
     _, first = np.unique(order, return_index=True)
@@ -222,7 +227,7 @@ def main(argv=None) -> int:
     doc = web_export.manifest(args.title, len(rows), levels, sprite_meta, cluster_list,
                               sorted(set(rows.category.tolist())),
                               {**params, "representative": method, "categories": category_source},
-                              files + ["_stats.json"], export_thumbs.THUMB_SIZE)
+                              files + ["_stats.json"], export_thumbs.THUMB_SIZE, web_export.extent(rows))
     write_json(doc, tree.manifest_file)
     print(stats.summary() + f"; {thumb_outcomes['without a thumbnail']:,} rows without a thumbnail")
     print(f"open the map: python -m http.server -d {tree.export} 8000   (then http://localhost:8000/)")

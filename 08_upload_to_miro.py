@@ -52,8 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None,
                    help="place only N images, the densest cells first (useful for testing)")
     p.add_argument("--level", type=int, default=None,
-                   help="grid level to place (64, 128 or 256; default: the coarsest level with enough cells "
-                        "to fill --limit, the coarsest without --limit)")
+                   help="grid level to place (16 to 256; default: the coarsest level with enough cells "
+                        "to fill --limit, 64 without --limit)")
     p.add_argument("--frame", action=argparse.BooleanOptionalAction, default=True,
                    help="put the map in a new frame titled with the city, date and parameters (default: on)")
     p.add_argument("--labels", action=argparse.BooleanOptionalAction, default=True,

@@ -159,18 +159,20 @@ def wait_state(page, condition: str, timeout: float = 60_000):
 
 
 def zoom_tour(page, target) -> dict:
-    """Wheel-zoom into the densest cell until single thumbnails are drawn; draw times of the frames
-    on the way (the renderer's own work per frame, from the viewer's state)."""
+    """Wheel-zoom into the densest cell until cells open into single thumbnails (or the zoom is at
+    its limit); draw times of the frames on the way (the renderer's own work per frame, from the
+    viewer's state)."""
     page.mouse.move(*page.evaluate(f"window.__viewer.pagePoint({target[0]}, {target[1]})"))
     draws, t = [], time.perf_counter()
     for _ in range(40):
-        frames = page.evaluate("window.__viewer.state.frames")
+        frames, scale = page.evaluate("[window.__viewer.state.frames, window.__viewer.camera.scale]")
         page.mouse.wheel(0, -300)
         wait_state(page, f"state.frames > {frames}")
         draws.append(page.evaluate("window.__viewer.state.drawMs"))
-        if page.evaluate("window.__viewer.state.mode") == "thumbs":
+        s = page.evaluate("window.__viewer.state")
+        if s["mode"] == "thumbs" and (s["membersDrawn"] > 0 or s["scale"] == scale):
             break
-    wait_state(page, "state.thumbsDrawn > 0 && state.drawnLevels.length === 1")
+    wait_state(page, "state.thumbsDrawn + (state.repThumbsDrawn || 0) > 0 && state.drawnLevels.length === 1")
     return {"tour_s": time.perf_counter() - t, "draw_median_ms": statistics.median(draws), "draw_max_ms": max(draws),
             "state": page.evaluate("JSON.parse(JSON.stringify(window.__viewer.state))")}
 

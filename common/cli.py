@@ -30,6 +30,12 @@ def add_overwrite(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true", help="redo finished shards instead of skipping them")
 
 
+def add_ray(p: argparse.ArgumentParser, unit: str) -> None:
+    p.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help=f"run on Ray ({unit}): alone, a Ray on this machine (loopback only); "
+                        "`auto` or ray://HOST:10001 joins a cluster whose nodes share --data-dir")
+
+
 def fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return EXIT_USER_ERROR

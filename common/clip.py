@@ -154,28 +154,41 @@ class Clip:
             x = batch.to(self.device, dtype=self.dtype, non_blocking=True)
             return _normalise(self.model.encode_image(x).float().cpu().numpy())
 
-    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+    batches: object = None  # how batches reach the device and come back (common.device_batches)
+
+    def __post_init__(self):
+        from common.device_batches import batches_for
+
+        self.batches = self.batches or batches_for(self.device)
+        self._scale = None
+
+    def encode_pixels(self, pixels) -> np.ndarray:
         """uint8 (N, S, S, 3) squares from `images.model_square` -> embeddings; scaled on the device."""
         return self.collect(self.submit_pixels(pixels))
 
-    def submit_pixels(self, pixels: np.ndarray):
-        """Start embedding a batch; returns a device tensor without waiting for the GPU.
-
-        The caller stacks the next batch while this one computes, then calls `collect`.
-        """
+    def submit_pixels(self, pixels):
+        """Start embedding a batch (an (N, S, S, 3) array or a list of squares); returns a handle
+        without waiting for the device. The caller prepares the next batch, then calls `collect`."""
         import torch
 
         with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device, non_blocking=True)
-            x = x.permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
-            mean = torch.tensor(self.mean, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
-            std = torch.tensor(self.std, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
+            x = self.batches.upload(pixels).permute(0, 3, 1, 2).to(self.dtype).div_(255.0)
+            mean, std = self._normalisation()
             feats = self.model.encode_image((x - mean) / std).float()
-            return feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            return self.batches.download(feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12))
 
-    @staticmethod
-    def collect(handle) -> np.ndarray:
-        return handle.cpu().numpy()
+    def collect(self, handle) -> np.ndarray:
+        return self.batches.wait(handle)
+
+    def _normalisation(self):
+        """mean and std on the device, made once: a small tensor copied up from pageable memory
+        every batch would make the host wait for the GPU each time."""
+        if self._scale is None:
+            import torch
+
+            self._scale = tuple(torch.tensor(v, device=self.device, dtype=self.dtype).view(1, 3, 1, 1)
+                                for v in (self.mean, self.std))
+        return self._scale
 
     def encode_texts(self, texts, batch_size: int = 256) -> np.ndarray:
         import torch
@@ -250,17 +263,22 @@ def _create(name: str, pretrained: str | None):
                         f"network, HF_TOKEN for gated repos, or use --pretrained none for random weights") from e
 
 
-def load_clip(model: str, pretrained: str | None, device: str = "auto") -> Clip:
-    """Load a CLIP model once, in eval mode; fp16 on CUDA, fp32 on the CPU."""
+def model_dtype(device: str):
+    """fp16 on CUDA (the model is cast with `.to(dtype)`, inputs likewise: no autocast), fp32 on the CPU."""
     import torch
 
+    return torch.float16 if device.startswith("cuda") else torch.float32
+
+
+def load_clip(model: str, pretrained: str | None, device: str = "auto", dtype=None) -> Clip:
+    """Load a CLIP model once, in eval mode, in `dtype` (default: `model_dtype(device)`)."""
     name, pretrained = resolve_model(model, pretrained)
     device = pick_device(device)
     if pretrained == RANDOM:
         print(f"WARNING: {name} has RANDOM weights (--pretrained none): embeddings, tags and maps "
               "are meaningless; use this only for smoke tests", file=sys.stderr)
     net, _, preprocess = _create(name, pretrained)
-    dtype = torch.float16 if device.startswith("cuda") else torch.float32
+    dtype = dtype or model_dtype(device)
     net = net.to(device=device, dtype=dtype).eval()
     tokenizer = _open_clip().get_tokenizer(name)
     scale = float(net.logit_scale.exp().item()) if hasattr(net, "logit_scale") else 100.0
@@ -271,6 +289,18 @@ def load_clip(model: str, pretrained: str | None, device: str = "auto") -> Clip:
                 mean=tuple(cfg.get("mean", Clip.mean)), std=tuple(cfg.get("std", Clip.std)))
     clip.dim = int(clip.encode_texts(["a"]).shape[1])  # works for every tower, HF text ones included
     return clip
+
+
+def free_clip(clip: Clip) -> None:
+    """Drop the model and hand torch's cached CUDA memory back, so that another library (cuML)
+    can have it; the Clip cannot embed afterwards."""
+    import gc
+
+    import torch
+
+    clip.model = clip.batches = clip._scale = None
+    gc.collect()  # a module's parameters can sit in reference cycles: free them now, not later
+    torch.cuda.empty_cache()  # a no-op when CUDA was never used
 
 
 # ---------------------------------------------------------------------------- vocabulary

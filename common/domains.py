@@ -7,7 +7,8 @@ every blog on a platform counts as that platform. Hosts are lowercased, ports an
 dropped, punycode labels decoded ("xn--mnchen-3ya.de" and "münchen.de" are one domain).
 
 A URL without a registered domain is not dropped silently: `registered_domain` returns the
-reason, one of REASONS.
+reason, one of REASONS. `domain_or_reason` is the same at a row's boundary: it never raises for
+what a URL holds (an unforeseen parser failure is `bad_url`, with the error).
 """
 from __future__ import annotations
 
@@ -17,11 +18,14 @@ import ipaddress
 import re
 from pathlib import Path
 
+from common.row_errors import as_row_failure
+
 CATEGORIES = ("stock photo", "news", "social", "e-commerce", "blog/hosting", "other")
 OTHER = "other"
 DEFAULT_MAP = Path(__file__).with_name("domain_categories.csv")
 REASONS = {
     "missing_url": "the url is empty or null",
+    "bad_url": "the url is not text, or parsing it failed (the first errors are in _stats_urls.json)",
     "not_http": "another scheme (data:, ftp:, javascript:, ...)",
     "no_host": "nothing where the host name should be",
     "bad_host": "the host has characters no host name has",
@@ -45,6 +49,10 @@ def _extractor():
 
 def host_of(url: str | None) -> tuple[str | None, str | None]:
     """(lowercase host without port or user info, None) or (None, reason)."""
+    if isinstance(url, (bytes, bytearray)):  # a binary URL column: its text, bad bytes replaced
+        url = bytes(url).decode("utf-8", "replace")
+    elif url is not None and not isinstance(url, str):
+        return None, "bad_url"
     s = (url or "").strip()
     if not s:
         return None, "missing_url"
@@ -100,6 +108,15 @@ def registered_domain(url: str | None) -> tuple[str | None, str | None]:
     return domain_of_host(host) if host else (None, reason)
 
 
+def domain_or_reason(url) -> tuple[str | None, str | None, str | None]:
+    """(domain, reason, error): `registered_domain` for one row, whatever the row holds."""
+    try:
+        return (*registered_domain(url), None)
+    except Exception as e:  # noqa: BLE001 (the row's boundary: see common.row_errors)
+        failure = as_row_failure(e, "bad_url")
+        return None, failure.status, failure.message
+
+
 @functools.lru_cache(maxsize=4)
 def load_categories(path: Path = DEFAULT_MAP) -> dict[str, str]:
     """domain or 'name.*' -> category, from a CSV with domain,category ('#' lines are comments)."""
@@ -124,4 +141,4 @@ def category_of(domain: str | None, mapping: dict[str, str] | None = None) -> st
 
 
 def category_of_url(url: str | None, mapping: dict[str, str] | None = None) -> str:
-    return category_of(registered_domain(url)[0], mapping)
+    return category_of(domain_or_reason(url)[0], mapping)

@@ -151,6 +151,17 @@ class Reuse:
     def __len__(self) -> int:
         return len(self.keys)
 
+    def unknown(self, items: dict[str, str]) -> dict[str, str]:
+        """The id -> URL items this lookup has nothing for (the ones still to fetch)."""
+        ids = list(items)
+        known = set(self.failures).intersection(ids)
+        if len(self.keys) and ids:
+            valid = _valid(ids)
+            wanted = id_keys(valid)
+            pos = np.minimum(np.searchsorted(self.keys, wanted), len(self.keys) - 1)
+            known.update(i for i, hit in zip(valid, self.keys[pos] == wanted) if hit)
+        return {i: u for i, u in items.items() if i not in known}
+
     def take(self, ids: list[str]) -> tuple[dict[str, np.ndarray], dict[str, Outcome]]:
         """(earlier vector per id found, earlier permanent failure per id found) for these ids."""
         ids = list(dict.fromkeys(_valid(ids)))

@@ -21,6 +21,7 @@ from common import domains
 from common.cli import UserError
 from common.columns import normalize, row_ids
 from common.paths import DataTree, is_row_id
+from common.row_errors import as_row_failure
 
 COORD_DECIMALS = 6
 _WANTED = ("id", "url", "caption", "x", "y", "cluster", "cluster_label")
@@ -121,10 +122,19 @@ def cached_thumbnail_ids(folder: Path) -> set[str]:
 def registered_domains(urls: np.ndarray) -> np.ndarray:
     """Registered domain of each URL as step 04 counts it (bbc.co.uk for img.news.bbc.co.uk); the
     bare host where there is none (an IP address), '' where there is no host at all."""
-    hosts = [domains.host_of(u)[0] or "" for u in urls.tolist()]
+    hosts = [_per_row(lambda u: domains.host_of(u)[0] or "", u, "") for u in urls.tolist()]
     uniq, inverse = np.unique(np.asarray(hosts, dtype=object).astype(str), return_inverse=True)
-    names = [(domains.domain_of_host(h)[0] or h) if h else "" for h in uniq.tolist()]
+    names = [_per_row(lambda h: domains.domain_of_host(h)[0] or h, h, h) if h else "" for h in uniq.tolist()]
     return np.asarray(names, dtype=object)[inverse]
+
+
+def _per_row(func, value, default):
+    """func(value), or `default` where one row's value breaks it (a URL that no parser foresaw)."""
+    try:
+        return func(value)
+    except Exception as e:  # noqa: BLE001 (the row's boundary: see common.row_errors)
+        as_row_failure(e, "bad_url")  # re-raises what is not the row's fault
+        return default
 
 
 def domain_categories(tree: DataTree, names: np.ndarray) -> tuple[np.ndarray, str]:

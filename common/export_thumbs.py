@@ -19,6 +19,7 @@ from tqdm import tqdm
 from common.fetch import Fetcher
 from common.files import atomic_path
 from common.images import save_thumbnail
+from common.row_errors import RowFailed, stage
 
 THUMB_SIZE = 256
 JPEG_QUALITY = 85
@@ -81,44 +82,64 @@ def _copy(src: Path, dst: Path) -> str:
 
 
 def export_thumbnails(pairs: list[tuple[Path, Path]], already: set[str], overwrite: bool,
-                      size: int = THUMB_SIZE) -> Counter:
+                      size: int = THUMB_SIZE) -> tuple[Counter, set[str]]:
     """Put every (cached, exported) pair in place, skipping exported files whose id is in `already`
-    (one directory listing instead of a stat per file); counts linked / copied / shrunk / already there."""
+    (one directory listing instead of a stat per file); counts linked / copied / shrunk / already
+    there / unusable, and returns the ids of the cached files that could not be used (unreadable,
+    gone): those rows have no thumbnail, and the export goes on."""
     counts: Counter[str] = Counter()
+    unusable: set[str] = set()
     todo = pairs if overwrite else [(s, d) for s, d in pairs if d.stem not in already]
     counts["already there"] = len(pairs) - len(todo)
     if not todo:
-        return counts
+        return counts, unusable
     todo[0][1].parent.mkdir(parents=True, exist_ok=True)
     small = cache_is_small([s for s, _ in todo], size)
     for src, dst in tqdm(todo, desc="thumbnails", unit="file", mininterval=1.0):
-        if small:
-            counts[link_or_copy(src, dst)] += 1
-        else:
-            shrink(src, dst, size)
-            counts["shrunk"] += 1
-    return counts
+        try:
+            with stage("unusable"):
+                if small:
+                    counts[link_or_copy(src, dst)] += 1
+                else:
+                    shrink(src, dst, size)
+                    counts["shrunk"] += 1
+        except RowFailed:
+            counts["unusable in step 05's cache"] += 1
+            unusable.add(dst.stem)
+    return counts, unusable
+
+
+def download_one(fetcher: Fetcher, url, dst: Path, size: int = THUMB_SIZE) -> tuple[str, str | None]:
+    """(status, error) of one missing thumbnail: whatever goes wrong is the row's, not the run's."""
+    try:
+        with stage("row_error"):
+            result = fetcher.fetch(url)  # never raises for what a URL or a server does
+            if result.ok:
+                with stage("write_error"):
+                    save_thumbnail(result.image, dst, size)
+            return result.status, result.error
+    except RowFailed as e:
+        return e.status, e.message
 
 
 def download_missing(todo: list[tuple[str, Path]], fetcher: Fetcher, workers: int = 16,
-                     size: int = THUMB_SIZE) -> tuple[set[int], Counter]:
+                     size: int = THUMB_SIZE) -> tuple[set[int], Counter, dict[str, str]]:
     """Fetch (url, exported path) pairs with step 05's safe fetcher; returns the positions that
-    succeeded and the count of each outcome (success, http_404, timeout, ...)."""
+    succeeded, the count of each outcome (success, http_404, bad_url, ...) and the first error
+    of each failed outcome."""
     counts: Counter[str] = Counter()
+    first_error: dict[str, str] = {}
     done: set[int] = set()
-
-    def one(k: int) -> tuple[int, str]:
-        url, dst = todo[k]
-        result = fetcher.fetch(url)
-        if result.ok:
-            save_thumbnail(result.image, dst, size)
-        return k, result.status
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for k, status in tqdm(pool.map(one, range(len(todo))), total=len(todo), desc="downloading missing",
-                              unit="image"):
-            counts[status] += 1
-            if status == "success":
-                done.add(k)
-    fetcher.close()
-    return done, counts
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            outcomes = pool.map(lambda pair: download_one(fetcher, pair[0], pair[1], size), todo)
+            for k, (status, error) in enumerate(tqdm(outcomes, total=len(todo), desc="downloading missing",
+                                                     unit="image")):
+                counts[status] += 1
+                if status == "success":
+                    done.add(k)
+                elif error:
+                    first_error.setdefault(status, f"{str(todo[k][0])[:200]}: {error}")
+    finally:
+        fetcher.close()
+    return done, counts, first_error

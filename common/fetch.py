@@ -5,18 +5,24 @@
     result.status                        # "success" or the reason: http_404, timeout, robots_noai, ...
     result.image                         # upright RGB PIL image when status == "success"
 
-Safe: http(s) only; the host is resolved once, every address is checked (private, loopback,
-link-local and reserved ranges refused unless allowed), and the connection goes to the checked
-address, so a DNS answer cannot change between check and use; redirects are followed by hand
-and checked the same way. Bytes and pixels are capped; the content decides what it is.
+Safe: http(s) only; a URL that does not parse (an unclosed IPv6 bracket, a port out of range,
+a host that is not a domain name under IDNA) is `bad_url`, a redirect to one `bad_redirect`;
+the host is resolved once, every address is checked (private, loopback, link-local and reserved
+ranges refused unless allowed), and the connection goes to the checked address, so a DNS answer
+cannot change between check and use; redirects are followed by hand and checked the same way.
+Bytes and pixels are capped; the content decides what it is.
 Polite: a User-Agent naming the project, at most `per_host` requests to one host at a time,
 `X-Robots-Tag: noai` / `noimageai` respected, Retry-After honoured on 429/503.
+Robust: `fetch` never raises for what one URL or one server does; an exception nobody foresaw
+becomes the row's `fetch_error` (while downloading) or `decode_error` (while decoding), with its
+type and message (see common.row_errors).
 """
 from __future__ import annotations
 
 import email.utils
 import ipaddress
 import random
+import re
 import socket
 import threading
 import time
@@ -30,6 +36,7 @@ from PIL import Image
 from urllib3.exceptions import HTTPError, ProtocolError, ReadTimeoutError, TimeoutError as Urllib3Timeout
 
 from common.images import ImageRejected, decode, save_thumbnail  # noqa: F401  (save_thumbnail: for callers)
+from common.row_errors import RowFailed, stage
 
 USER_AGENT = "CityIdentityExplorer/0.1 (+https://github.com/city-identity-explorer; research image downloader)"
 ROBOTS_DIRECTIVES = frozenset({"noai", "noimageai"})
@@ -38,6 +45,8 @@ RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 MAX_RETRY_AFTER = 60.0  # a server asking for a longer pause gets recorded as a failure instead
 CHUNK = 64 * 1024
 MAX_POOLS = 256
+# characters no host name has (checked before DNS, which would only say "not known")
+_BAD_HOST_CHARS = re.compile(r'[\x00-\x20\x7f-\x9f\[\]@\\/<>^{|}"`]')
 
 
 @dataclass
@@ -55,12 +64,48 @@ class FetchResult:
         return self.status == "success"
 
 
-class Failure(Exception):
+class Failure(RowFailed):
     """One attempt's outcome when it is not an image; `retry_after` set when trying again may help."""
 
     def __init__(self, status: str, message: str, retry_after: float | None = None):
-        super().__init__(message)
-        self.status, self.retry_after = status, retry_after
+        super().__init__(status, message)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Target:
+    scheme: str
+    host: str   # ASCII (IDNA) form: what DNS, the Host header and TLS see
+    port: int
+    path: str   # path and query; urllib3 percent-encodes what HTTP does not allow
+
+
+def parse_target(url: str) -> Target:
+    """Where a URL points, or Failure("bad_url") saying why it points nowhere. No DNS."""
+    if url is None or (isinstance(url, str) and not url.strip()):
+        raise Failure("bad_url", "row has no URL")
+    if not isinstance(url, str):
+        raise Failure("bad_url", f"URL is not text ({type(url).__name__})")
+    try:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https"):
+            raise Failure("bad_url", f"only http and https URLs are fetched, not {scheme or 'no scheme'!r}")
+        host, port = parts.hostname, parts.port
+    except ValueError as e:  # an unclosed IPv6 bracket, a port that is no number or out of range
+        raise Failure("bad_url", f"malformed URL: {e}") from None
+    if not host:
+        raise Failure("bad_url", "URL has no host")
+    if _BAD_HOST_CHARS.search(host):
+        raise Failure("bad_url", f"host {host[:80]!r} has characters no host name has")
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError as e:
+        raise Failure("bad_url", f"host {host[:80]!r} is not a domain name: {e}") from None
+    if port == 0:
+        raise Failure("bad_url", "port 0")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Target(scheme, ascii_host, port or (443 if scheme == "https" else 80), path)
 
 
 # ---------------------------------------------------------------------------- small rules
@@ -135,17 +180,19 @@ class Fetcher:
         while True:
             attempts += 1
             try:
-                final_url, data = self._download(url)
-                image = decode(data, self.max_pixels, self.draft_size)
+                with stage("fetch_error"):
+                    final_url, data = self._download(url)
+                with stage("decode_error"):
+                    image = decode(data, self.max_pixels, self.draft_size)
                 return FetchResult(url, "success", None, image, data if self.keep_bytes else None,
                                    final_url, attempts)
-            except ImageRejected as e:
-                return FetchResult(url, e.status, str(e), attempts=attempts)
             except Failure as e:
                 if e.retry_after is None or attempts > self.retries:
                     suffix = f" (after {attempts} attempts)" if attempts > 1 else ""
                     return FetchResult(url, e.status, f"{e}{suffix}", attempts=attempts)
                 time.sleep(self._pause(e.retry_after, attempts))
+            except RowFailed as e:  # the image was refused, or something unforeseen happened
+                return FetchResult(url, e.status, e.message, attempts=attempts)
 
     def close(self) -> None:
         with self._lock:
@@ -161,48 +208,32 @@ class Fetcher:
         return self.backoff * (2 ** (attempt - 1)) * (0.5 + random.random() / 2)
 
     def _download(self, url: str) -> tuple[str, bytes]:
-        seen = {url}
+        seen, target = {url}, parse_target(url)
         for _ in range(self.max_redirects + 1):
             # the host's slot covers the body too: the cap counts open connections, not requests started
-            with self._slot((urlsplit(url).hostname or "").lower()):
-                hop = self._hop(url, seen)
+            with self._slot(target.host):
+                hop = self._hop(url, target, seen)
             if hop[1] is not None:
                 return hop
-            url = hop[0]
+            url, target = hop[0], hop[2]
         raise Failure("too_many_redirects", f"more than {self.max_redirects} redirects")
 
-    def _hop(self, url: str, seen: set) -> tuple[str, bytes | None]:
-        """(final url, body), or (redirect target, None) to follow."""
-        response = self._request(url)
+    def _hop(self, url: str, target: Target, seen: set) -> tuple:
+        """(final url, body), or (redirect url, None, its target) to follow."""
+        response = self._request(target)
         try:
             if response.status in (301, 302, 303, 307, 308):
                 location = response.headers.get("Location")
                 if not location:
                     raise Failure(f"http_{response.status}", "redirect without a Location header")
-                target = urljoin(url, location)
-                if target in seen:
-                    raise Failure("redirect_loop", f"redirect loop back to {target}")
-                seen.add(target)
-                return target, None
+                url, target = _redirect(url, location)
+                if url in seen:
+                    raise Failure("redirect_loop", f"redirect loop back to {url}")
+                seen.add(url)
+                return url, None, target
             return url, self._body(response)
         finally:
             _discard(response)
-
-    def _target(self, url: str) -> tuple[str, str, int, str, str]:
-        """(scheme, host, port, checked address, path) or Failure."""
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https"):
-            raise Failure("bad_url", f"only http and https URLs are fetched, not {scheme or 'no scheme'!r}")
-        try:
-            host, port = parts.hostname, parts.port or (443 if scheme == "https" else 80)
-        except ValueError as e:
-            raise Failure("bad_url", f"malformed URL: {e}") from e
-        if not host:
-            raise Failure("bad_url", "URL has no host")
-        address = self._resolve(host, port)
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        return scheme, host, port, address, path
 
     def _resolve(self, host: str, port: int) -> str:
         try:
@@ -241,8 +272,9 @@ class Fetcher:
         with self._lock:
             return self._host_slots.setdefault(host, threading.BoundedSemaphore(self.per_host))
 
-    def _request(self, url: str):
-        scheme, host, port, address, path = self._target(url)
+    def _request(self, target: Target):
+        scheme, host, port, path = target.scheme, target.host, target.port, target.path
+        address = self._resolve(host, port)
         default_port = 443 if scheme == "https" else 80
         headers = {"Host": host if port == default_port else f"{host}:{port}", "User-Agent": self.user_agent,
                    "Accept": "image/avif,image/webp,image/*,*/*;q=0.8"}
@@ -295,6 +327,15 @@ class Fetcher:
         if not chunks:
             raise Failure("empty_body", "server sent no bytes")
         return b"".join(chunks)
+
+
+def _redirect(url: str, location: str) -> tuple[str, Target]:
+    """The absolute URL a Location header points to, and its target; Failure("bad_redirect") if none."""
+    try:
+        target_url = urljoin(url, location)
+        return target_url, parse_target(target_url)
+    except (Failure, ValueError) as e:
+        raise Failure("bad_redirect", f"redirect to {location[:200]!r}: {e}") from None
 
 
 def _discard(response) -> None:

@@ -5,10 +5,10 @@ import contextlib
 import json
 import os
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+if TYPE_CHECKING:  # pyarrow is imported where parquet is read or written: embedding images needs none
+    import pyarrow as pa
 
 TMP_SUFFIX = ".tmp"
 
@@ -28,6 +28,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
+    import pyarrow.parquet as pq
+
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp, compression="zstd")
 
@@ -66,6 +68,8 @@ def require_parts(folder: Path, earlier_step: str) -> list[Path]:
 def iter_batches(paths: Sequence[Path], columns: Sequence[str] | None = None,
                  batch_size: int = 65_536) -> Iterator[pa.RecordBatch]:
     """Stream record batches from parquet files: memory is bounded by one batch, not the dataset."""
+    import pyarrow.parquet as pq
+
     for path in paths:
         pf = pq.ParquetFile(path)
         cols = None if columns is None else [c for c in columns if c in pf.schema_arrow.names]
@@ -73,4 +77,6 @@ def iter_batches(paths: Sequence[Path], columns: Sequence[str] | None = None,
 
 
 def count_rows(paths: Sequence[Path]) -> int:
+    import pyarrow.parquet as pq
+
     return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)

@@ -21,6 +21,7 @@ from common.cli import UserError
 
 MIN_LEVEL = 16      # the row tiles are 16x16: a cell must lie inside one tile
 MAX_LEVEL = 4096
+BASE_LEVEL = 64     # the level whose cells measure local density for Gephi and lay out a Miro board
 ROW_TILES = 16
 
 
@@ -51,6 +52,11 @@ def check_levels(levels) -> list[int]:
         raise UserError(f"--levels {' '.join(map(str, bad or levels))}: use powers of two from {MIN_LEVEL} to "
                         f"{MAX_LEVEL} (e.g. --levels 64 128 256) so that each cell lies inside one coarser cell")
     return out
+
+
+def base_level(levels) -> int:
+    """BASE_LEVEL when the export has it, else its coarsest level."""
+    return BASE_LEVEL if BASE_LEVEL in levels else min(levels)
 
 
 def cell_index(coord: np.ndarray, size: int) -> np.ndarray:

@@ -13,17 +13,14 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from common.files import atomic_path
+from common.row_errors import RowFailed
 
 JPEG_QUALITY = 85
 BACKGROUND = (255, 255, 255)  # transparent pixels become white, as a browser shows them on a page
 
 
-class ImageRejected(Exception):
+class ImageRejected(RowFailed):
     """The bytes are not an image we accept; `status` is the reason recorded for the row."""
-
-    def __init__(self, status: str, message: str):
-        super().__init__(message)
-        self.status = status
 
 
 def decode(data: bytes, max_pixels: int, draft_size: int | None = None) -> Image.Image:

@@ -10,6 +10,7 @@ then sees an (n, N) array: at N=64 that is 256 MB at 1M rows, instead of gigabyt
 from __future__ import annotations
 
 import importlib.util
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,31 +24,53 @@ CUML_HINT = "pip install -r requirements-gpu.txt on a machine with an NVIDIA GPU
 
 
 # ---------------------------------------------------------------------------- backend choice
+# cuML 26.x UMAP's metrics (cuml.manifold.UMAP docstring); umap-learn knows these and more
+CUML_METRICS = frozenset({"l1", "cityblock", "taxicab", "manhattan", "euclidean", "l2", "sqeuclidean", "canberra",
+                          "minkowski", "chebyshev", "linf", "cosine", "correlation", "hellinger", "hamming",
+                          "jaccard"})
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
 def cuml_status() -> tuple[bool, str]:
-    """(usable, why): cuML is usable when it imports and a CUDA device is visible."""
+    """(usable, why): cuML is usable when `cuml.manifold` really imports (a wheel built for another
+    CUDA or driver fails here, loading its libraries) and one tiny kernel runs on a visible GPU."""
     if importlib.util.find_spec("cuml") is None:
         return False, "cuML is not installed"
     try:
-        import cupy  # cuML depends on it; asking it does not initialise torch
+        from cuml.manifold import UMAP  # noqa: F401 - the import that loads libcuml and its CUDA libraries
+        import cupy
 
         devices = cupy.cuda.runtime.getDeviceCount()
-    except Exception as e:  # noqa: BLE001 - any CUDA driver failure means "no GPU here"
-        return False, f"cuML is installed but CUDA is not usable ({type(e).__name__}: {e})"
+        if devices >= 1:
+            float(cupy.arange(4, dtype=cupy.float32).sum())  # a kernel launch and a copy back: CUDA really works
+    except Exception as e:  # noqa: BLE001 - whatever breaks here means "cuML cannot run here"
+        return False, f"cuML is installed but cannot run here ({_first_line(e)})"
     if devices < 1:
         return False, "cuML is installed but no CUDA GPU is visible"
     return True, f"cuML with {devices} CUDA GPU(s)"
 
 
-def choose_backend(asked: str, status=cuml_status) -> tuple[str, str]:
-    """(backend, reason) for --backend auto|cuml|umap; cuml without a GPU is a user error."""
+def choose_backend(asked: str, status=cuml_status, metric: str | None = None) -> tuple[str, str]:
+    """(backend, reason) for --backend auto|cuml|umap. cuml that cannot run, or with a metric cuML
+    lacks, is a user error; auto then takes umap-learn and says why."""
     assert asked in BACKENDS, f"unknown backend {asked!r}"
     if asked == "umap":
         return "umap", "asked for with --backend umap"
+    lacks = metric is not None and metric not in CUML_METRICS
+    if asked == "cuml" and lacks:
+        raise UserError(f"--metric {metric} is not one cuML's UMAP supports ({', '.join(sorted(CUML_METRICS))}): "
+                        "pick one of these, or use --backend umap")
     usable, why = status()
     if asked == "cuml":
         if not usable:
             raise UserError(f"--backend cuml needs cuML and an NVIDIA GPU, but {why}: {CUML_HINT}")
         return "cuml", why
+    if usable and lacks:
+        return "umap", f"cuML does not support --metric {metric}, so umap-learn runs on the CPU"
     if usable:
         return "cuml", why
     return "umap", f"{why}, so umap-learn runs on the CPU"
@@ -106,21 +129,27 @@ def choose_init(asked: str, n: int, backend: str = "umap") -> str:
     return "spectral" if n <= SPECTRAL_MAX_ROWS else "pca"
 
 
-def umap_layout(x: np.ndarray, p: UmapParams, backend: str) -> np.ndarray:
-    """(n, 2) float64 coordinates; tiny inputs get a fixed layout rather than a UMAP error."""
+def umap_layout(x: np.ndarray, p: UmapParams, backend: str) -> tuple[np.ndarray, str]:
+    """((n, 2) float64 coordinates, the backend that made them); tiny inputs get a fixed layout
+    rather than a UMAP error. A cuML fit that fails (out of GPU memory, a CUDA error) is redone
+    by umap-learn with a warning: the run is never lost to the GPU."""
     n = x.shape[0]
     if n < 3:
-        return np.column_stack([np.arange(n, dtype=np.float64), np.zeros(n)])
+        return np.column_stack([np.arange(n, dtype=np.float64), np.zeros(n)]), backend
     neighbors = min(p.neighbors, n - 1)
     if backend == "cuml":
-        return _cuml_umap(x, p, neighbors)
+        try:
+            return _cuml_umap(x, p, neighbors), "cuml"
+        except (MemoryError, RuntimeError) as e:  # cupy/RMM out-of-memory is a MemoryError, CUDA errors RuntimeErrors
+            print(f"WARNING: cuML's UMAP failed ({_first_line(e)}); umap-learn makes the map on the CPU instead",
+                  file=sys.stderr)
     import umap  # heavy (numba): imported only when a map is made
 
     # a fixed seed makes umap-learn single-threaded anyway; saying so avoids its warning
     n_jobs = 1 if p.seed is not None else -1
     model = umap.UMAP(n_neighbors=neighbors, min_dist=p.dist, metric=p.metric, random_state=p.seed,
                       n_jobs=n_jobs, low_memory=True, n_components=2, verbose=False, init=choose_init(p.init, n))
-    return np.asarray(model.fit_transform(np.ascontiguousarray(x, dtype=np.float32)), dtype=np.float64)
+    return np.asarray(model.fit_transform(np.ascontiguousarray(x, dtype=np.float32)), dtype=np.float64), "umap"
 
 
 def _cuml_umap(x: np.ndarray, p: UmapParams, neighbors: int) -> np.ndarray:

@@ -28,6 +28,7 @@ from PIL import Image
 
 from common.cli import UserError
 from common.files import read_json
+from common.grid import base_level
 from common.miro import MAX_UPLOAD_BYTES
 from common.paths import DataTree, is_row_id
 
@@ -149,14 +150,15 @@ def read_grid(tree: DataTree, manifest: dict, level: int) -> list[dict]:
 
 def choose_level(levels: list[int], counts: dict[int, int], limit: int | None, wanted: int | None) -> int:
     """--level if given; else the coarsest level with enough cells to fill --limit (the finest if none
-    has): coarse cells stand for more rows each. Without --limit, the coarsest."""
+    has): coarse cells stand for more rows each. Without --limit, level 64 (the base level), or the
+    coarsest when the export lacks it: the viewer's overview levels (16, 32) are too coarse for a board."""
     if wanted is not None:
         if wanted not in levels:
             raise UserError(f"--level {wanted} is not in the export (levels {', '.join(map(str, levels))})")
         return wanted
     levels = sorted(levels)
     if limit is None:
-        return levels[0]
+        return base_level(levels)
     return next((lv for lv in levels if counts[lv] >= limit), levels[-1])
 
 

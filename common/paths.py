@@ -11,7 +11,7 @@ from pathlib import Path
 
 DEFAULT_DATA_DIR = Path("data")
 STATS_NAME = "_stats.json"
-GRID_LEVELS = (64, 128, 256)
+GRID_LEVELS = (16, 32, 64, 128, 256)
 
 _ID_RE = re.compile(r"^[0-9a-f]{16}$")
 _SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9_=\-]{1,100}$")

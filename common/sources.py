@@ -61,6 +61,7 @@ class Batch:
     scanned: int                       # rows read in this batch
     table: pa.Table | None = None      # the matching rows, source column names
     which: np.ndarray | None = None    # index of the keyword each matching row named
+    malformed: int = 0                 # CSV lines skipped since the last batch (wrong number of fields)
 
 
 def prefer_jemalloc() -> str:
@@ -193,16 +194,26 @@ def _assemble(names, caption, captions, rest) -> pa.Table:
     return pa.table({n: columns[n] for n in names})
 
 
-def _csv_options(path: Path, name: str, names: list[str] | None = None):
+def _csv_options(path: Path, name: str, names: list[str] | None = None, malformed: list | None = None):
+    """Reader options; a line with the wrong number of fields is skipped and appended to `malformed`
+    (one broken line must not cost the file), and text is not checked for UTF-8 here: the rows
+    kept are repaired by common.metadata_parts.valid_text."""
     tab = name.lower().endswith((".tsv", ".tsv.gz"))
-    parse = pv.ParseOptions(delimiter="\t" if tab else ",", newlines_in_values=True)
+
+    def skip(row) -> str:
+        malformed.append(row.number)
+        return "skip"
+
+    parse = pv.ParseOptions(delimiter="\t" if tab else ",", newlines_in_values=True,
+                            invalid_row_handler=skip if malformed is not None else None)
     read = pv.ReadOptions(block_size=CSV_BLOCK_BYTES)
-    convert = pv.ConvertOptions(column_types={n: pa.string() for n in names or ()}, strings_can_be_null=True)
+    convert = pv.ConvertOptions(column_types={n: pa.string() for n in names or ()}, strings_can_be_null=True,
+                                check_utf8=False)
     return read, parse, convert
 
 
 def _csv_names(path: Path, name: str) -> list[str]:
-    read, parse, convert = _csv_options(path, name)
+    read, parse, convert = _csv_options(path, name, malformed=[])  # lines are counted when the file is read
     with pv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert) as reader:
         return reader.schema.names
 
@@ -211,12 +222,14 @@ def _csv_batches(path, name, matcher, url_column, caption_column, batch_rows) ->
     try:
         names = _csv_names(path, name)
         _, caption = pick_columns(names, name, url_column, caption_column)
-        read, parse, convert = _csv_options(path, name, names)
+        malformed: list = []
+        read, parse, convert = _csv_options(path, name, names, malformed)
         with pv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert) as reader:
             for block in reader:
                 rows, which = matcher.match(block.column(caption))
                 table = pa.Table.from_batches([block]).take(pa.array(rows)) if len(rows) else None
-                yield Batch(block.num_rows, table, which if len(rows) else None)
+                skipped, malformed[:] = len(malformed), []
+                yield Batch(block.num_rows, table, which if len(rows) else None, skipped)
     except (pa.ArrowException, OSError, UnicodeDecodeError) as e:
         if isinstance(e, OSError) and not isinstance(e, pa.ArrowException) and e.errno is not None:
             raise

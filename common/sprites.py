@@ -1,10 +1,12 @@
-"""Sprite sheets: every representative of a grid level, small, packed into a few JPEGs.
+"""Sprite sheets: every representative of a grid level, packed into a few JPEGs of about 1024 px.
 
-The zoomed-out viewer then asks for one sheet per 1,024 cells instead of one thumbnail per cell.
-Tile k of a level lies on sheet k // (columns*columns), at column p % columns and row
-p // columns of that sheet (p = k % (columns*columns)); each tile is `tile` px square with the
-image letterboxed in it. JPEG is decoded at reduced scale (`draft`), so a tile costs a fraction
-of a full decode.
+The zoomed-out viewer then asks for one sheet per few hundred cells instead of one thumbnail per
+cell. Tile k of a level lies on sheet k // (columns*columns), at column p % columns and row
+p // columns of that sheet (p = k % (columns*columns)); each tile is `tile` px square and holds
+the image's middle square (cropped, not letterboxed: the map draws tiles edge to edge, and bars
+would read as frames). The viewer draws a level's cells at up to twice the tile's side before it
+moves to the next level, so 64 px tiles stay sharp at the 32-128 px the map shows them at.
+JPEG is decoded at reduced scale (`draft`), so a tile costs a fraction of a full decode.
 """
 from __future__ import annotations
 
@@ -18,27 +20,35 @@ from tqdm import tqdm
 
 from common.files import atomic_path
 
-TILE = 32
-COLUMNS = 32
+TILE = 64
+SHEET_PX = 1024           # a sheet decodes to 4 MB whatever the tile size
 BACKGROUND = (24, 24, 24)
 QUALITY = 82
 
 
+def columns_for(tile: int) -> int:
+    """Tiles per sheet side: sheets stay about SHEET_PX wide whatever the tile size."""
+    return max(1, SHEET_PX // tile)
+
+
+def centre_square(im: Image.Image) -> Image.Image:
+    side = min(im.size)
+    left, top = (im.width - side) // 2, (im.height - side) // 2
+    return im.crop((left, top, left + side, top + side))
+
+
 def load_tile(path: Path, tile: int) -> Image.Image | None:
-    """The image at `path` fitted into a tile x tile square, letterboxed; None if unreadable."""
+    """The middle square of the image at `path`, tile x tile px; None if unreadable."""
     try:
         with Image.open(path) as im:
-            # ask the JPEG decoder for the fitted size itself: it then scales by 1/8 in the DCT,
-            # which for 256 px thumbnails and small tiles is nearly the whole job
-            scale = tile / max(im.size)
+            # ask the JPEG decoder for about the final size itself: it then scales by up to 1/8 in
+            # the DCT, which for 256 px thumbnails is most of the job
+            scale = tile / max(1, min(im.size))
             im.draft("RGB", (max(1, round(im.width * scale)), max(1, round(im.height * scale))))
-            im = im.convert("RGB")
-            im.thumbnail((tile, tile), Image.Resampling.BILINEAR)
+            im = centre_square(im.convert("RGB"))
+            return im.resize((tile, tile), Image.Resampling.BILINEAR, reducing_gap=2.0)
     except OSError:
         return None
-    out = Image.new("RGB", (tile, tile), BACKGROUND)
-    out.paste(im, ((tile - im.width) // 2, (tile - im.height) // 2))
-    return out
 
 
 def sheet_name(level: int, n: int) -> str:
@@ -63,8 +73,9 @@ def write_sheet(job: tuple[list[Path], Path, int, int]) -> int:
 
 
 def sheet_jobs(level: int, paths: list[Path], folder: Path, tile: int = TILE,
-               columns: int = COLUMNS) -> list[tuple[list[Path], Path, int, int]]:
+               columns: int | None = None) -> list[tuple[list[Path], Path, int, int]]:
     """One job per sheet of a level: its thumbnails in sprite order and where the sheet goes."""
+    columns = columns or columns_for(tile)
     per_sheet = columns * columns
     return [(paths[s:s + per_sheet], folder / sheet_name(level, s // per_sheet), tile, columns)
             for s in range(0, len(paths), per_sheet)]

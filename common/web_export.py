@@ -61,6 +61,13 @@ def write_row_tiles(rows: ExportRows, export: Path) -> list[str]:
     return names
 
 
+def extent(rows: ExportRows) -> list[float]:
+    """[x0, y0, x1, y1]: the box the rows occupy (screen coordinates); the viewer's first view fits it."""
+    if not len(rows):
+        return [0.0, 0.0, 1.0, 1.0]
+    return [round(float(v), 6) for v in (rows.x.min(), rows.sy.min(), rows.x.max(), rows.sy.max())]
+
+
 def clusters(rows: ExportRows) -> list[dict]:
     """Each named cluster with its size and where its label goes (the median of its members)."""
     out = []
@@ -103,13 +110,15 @@ def remove_stale(export: Path, keep: set[str], folders: tuple[str, ...]) -> int:
 
 
 def manifest(title: str, n_rows: int, levels: dict[int, Level], sprites: dict, cluster_list: list[dict],
-             categories: list[str], parameters: dict, files: list[str], thumb_size: int) -> dict:
+             categories: list[str], parameters: dict, files: list[str], thumb_size: int,
+             box: list[float] | None = None) -> dict:
     return {
         "version": CONTRACT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "title": title,
         "rows": n_rows,
         "levels": sorted(levels),
+        "extent": box or [0.0, 0.0, 1.0, 1.0],
         "grids": {str(size): f"grid_{size}.json" for size in sorted(levels)},
         "thumbs": {"dir": f"images/{thumb_size}", "size": thumb_size},
         "sprites": {str(k): v for k, v in sorted(sprites.items())},

@@ -4,8 +4,11 @@
 sheets, 16x16 row tiles, thumbnails, manifest.json (last), and a copy of web/. It returns an
 `Export` holding the generated rows so tests can compute what the viewer must show.
 
-Images are flat colours derived from the row id: cheap to make, and a pixel read back from the
-canvas can be traced to the row it came from. The generator is vectorised so 1M rows take
+Images are flat colours derived from the row id by default: cheap to make, and a pixel read back
+from the canvas can be traced to the row it came from. With `photos=N`, they are N distinct crops
+of scikit-learn's two sample photographs (china.jpg, flower.jpg), shared by the rows through hard
+links, and the sprite tiles are cut from them with step 07's own code (common/sprites.py), so
+what the viewer draws can be judged as pictures. The generator is vectorised so 1M rows take
 seconds, not minutes (the benchmark uses it).
 """
 from __future__ import annotations
@@ -22,10 +25,10 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 WEB_DIR = ROOT / "web"
-LEVELS = (64, 128, 256)
+LEVELS = (16, 32, 64, 128, 256)      # step 07's defaults
 ROW_TILES = 16
-SPRITE_TILE = 32
-SPRITE_COLUMNS = 32
+SPRITE_TILE = 64
+SPRITE_COLUMNS = 16                  # sheets of 1024 px, as step 07 writes them
 CATEGORIES = ("news", "stock", "travel", "social", "shop")
 WORDS = ("plaza", "mayor", "street", "night", "skyline", "tower", "market", "river", "bridge", "park",
          "museum", "palace", "metro", "sunset", "old", "town", "cathedral", "square", "view", "tram")
@@ -46,6 +49,8 @@ class Export:
     clusters: np.ndarray
     grids: dict = field(default_factory=dict)   # level -> list of cell arrays as written
     has_thumb: np.ndarray | None = None
+    photo: np.ndarray | None = None             # with photos: each row's photo number
+    photo_tiles: np.ndarray | None = None       # with photos: each photo's sprite tile (n, tile, tile, 3)
 
     def cell_of(self, level: int, row: int) -> tuple[int, int]:
         return (min(int(self.x[row] * level), level - 1), min(int(self.y[row] * level), level - 1))
@@ -72,8 +77,8 @@ def id_colour(row: str) -> tuple[int, int, int]:
     return (80 + (v >> 16) % 170, 80 + (v >> 8 & 255) % 170, 80 + (v & 255) % 170)
 
 
-def _positions(rng, rows: int, clusters: int, spread: float):
-    centres = rng.uniform(0.15, 0.85, size=(clusters, 2))
+def _positions(rng, rows: int, clusters: int, spread: float, centres_in=(0.15, 0.85)):
+    centres = rng.uniform(*centres_in, size=(clusters, 2))
     label = rng.integers(0, clusters, size=rows)
     xy = centres[label] + rng.normal(0, spread, size=(rows, 2))
     xy = np.clip(xy, 0.0, 0.999999)
@@ -109,19 +114,21 @@ def _representatives(x, y, has_thumb, levels):
     return out
 
 
-def _sprite_sheets(folder: Path, level: int, colours: list, tile: int, columns: int) -> list[str]:
+def _sprite_sheets(folder: Path, level: int, tiles: list, tile: int, columns: int) -> list[str]:
+    """`tiles`: per sprite, an RGB colour or a (tile, tile, 3) array."""
     per = columns * columns
     names = []
-    for s in range(0, max(len(colours), 1), per):
-        chunk = colours[s:s + per]
-        sheet = np.zeros((columns * tile, columns * tile, 3), dtype=np.uint8)
-        for p, rgb in enumerate(chunk):
+    for s in range(0, max(len(tiles), 1), per):
+        chunk = tiles[s:s + per]
+        rows = -(-len(chunk) // columns) if chunk else 1
+        sheet = np.zeros((rows * tile, columns * tile, 3), dtype=np.uint8)
+        for p, content in enumerate(chunk):
             r, c = divmod(p, columns)
-            sheet[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = rgb
+            sheet[r * tile:(r + 1) * tile, c * tile:(c + 1) * tile] = content
         name = f"sprites/{level}-{s // per:03d}.jpg"
         Image.fromarray(sheet).save(folder / name, quality=85)
         names.append(name)
-    return names if colours else []
+    return names if tiles else []
 
 
 def _write_json(path: Path, obj) -> None:
@@ -138,7 +145,7 @@ def _write_grids(folder, exp, reps, sprites_tile, sprites_columns) -> dict:
             sprite = -1
             if exp.has_thumb[r]:
                 sprite = len(colours)
-                colours.append(id_colour(rid))
+                colours.append(id_colour(rid) if exp.photo is None else exp.photo_tiles[exp.photo[r]])
             cells.append([key % level, key // level, count, rid, exp.captions[r][:200], exp.domains[r],
                           exp.categories[r], int(exp.clusters[r]), sprite])
         exp.grids[level] = cells
@@ -164,6 +171,39 @@ def _write_row_tiles(folder, exp) -> list[str]:
         _write_json(folder / name, {"columns": ROW_COLUMNS, "rows": rows})
         names.append(name)
     return names
+
+
+def make_photos(folder: Path, n: int, tile: int, thumb_px: int = 256) -> tuple[list[Path], np.ndarray]:
+    """n distinct crops of the two sample photographs as 4:3 thumbnails, and their sprite tiles cut by
+    step 07's own code; crops differ in place and size (a quarter to the whole of a photo's height)."""
+    from sklearn.datasets import load_sample_images
+
+    from common.sprites import load_tile
+
+    sources = [Image.fromarray(im) for im in load_sample_images().images]
+    rng = np.random.default_rng(7)
+    out = folder / "photos"
+    out.mkdir(parents=True, exist_ok=True)
+    paths, tiles = [], np.zeros((n, tile, tile, 3), np.uint8)
+    for k in range(n):
+        src = sources[k % len(sources)]
+        h = int(rng.uniform(0.25, 1.0) * src.height)
+        w = min(src.width, h * 4 // 3)
+        x, y = int(rng.integers(0, src.width - w + 1)), int(rng.integers(0, src.height - h + 1))
+        thumb = src.crop((x, y, x + w, y + h)).resize((thumb_px, thumb_px * 3 // 4), Image.Resampling.BILINEAR)
+        paths.append(out / f"photo-{k:05d}.jpg")
+        thumb.save(paths[-1], quality=85)
+        tiles[k] = np.asarray(load_tile(paths[-1], tile))
+    return paths, tiles
+
+
+def link_photo_thumbnails(folder: Path, exp, thumb_rows, photo_paths: list[Path]) -> None:
+    out = folder / "images" / "256"
+    out.mkdir(parents=True, exist_ok=True)
+    for r in thumb_rows:
+        target = out / f"{exp.ids[r]}.jpg"
+        if not target.exists():
+            target.hardlink_to(photo_paths[exp.photo[r]])
 
 
 def write_thumbnails(folder, exp, thumb_rows, thumb_px: int = 256, distinct: int | None = None) -> None:
@@ -197,7 +237,7 @@ def copy_viewer(folder: Path) -> list[str]:
 
 
 def make_export(folder: Path, rows: int = 400, seed: int = 0, clusters: int = 4, spread: float = 0.06,
-                special: dict | None = None,
+                special: dict | None = None, centres_in: tuple = (0.15, 0.85), photos: int = 0,
                 thumbs: str | np.ndarray = "all", thumb_files: np.ndarray | None = None, shared_thumbs: int | None = None,
                 thumb_px: int = 256, title: str = "Test city", list_thumbnails: bool = False,
                 manifest_overrides: dict | None = None) -> Export:
@@ -206,7 +246,8 @@ def make_export(folder: Path, rows: int = 400, seed: int = 0, clusters: int = 4,
     special: {row number: {"caption"|"url"|"domain"|"category"|"x"|"y": value}} overrides generated rows.
     thumbs: "all", "none", or a boolean mask of the rows that have a thumbnail (as step 07 sees it).
     thumb_files: a mask of the rows whose thumbnail file is actually written (default: all of `thumbs`);
-    shared_thumbs: see write_thumbnails. list_thumbnails: name every thumbnail in the manifest's file
+    shared_thumbs: see write_thumbnails. photos: that many distinct photographs instead of flat
+    colours (see make_photos). centres_in: the range the cluster centres are drawn from. list_thumbnails: name every thumbnail in the manifest's file
     list (step 07 leaves them out: at a million rows the names alone are ~35 MB).
     """
     folder = Path(folder)
@@ -214,7 +255,7 @@ def make_export(folder: Path, rows: int = 400, seed: int = 0, clusters: int = 4,
     for sub in ("sprites", "rows", "images"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    x, y, label = _positions(rng, rows, clusters, spread)
+    x, y, label = _positions(rng, rows, clusters, spread, centres_in)
     ids = [row_id(n, str(seed)) for n in range(rows)]
     cats = [CATEGORIES[v] for v in rng.integers(0, len(CATEGORIES), size=rows).tolist()]
     exp = Export(folder, ids, x, y, _captions(rng, rows), [f"https://img{n % 7}.example.org/p/{n}.jpg" for n in range(rows)],
@@ -226,12 +267,19 @@ def make_export(folder: Path, rows: int = 400, seed: int = 0, clusters: int = 4,
     has = np.ones(rows, bool) if isinstance(thumbs, str) and thumbs == "all" else \
         np.zeros(rows, bool) if isinstance(thumbs, str) else np.asarray(thumbs, bool)
     exp.has_thumb = has
+    photo_paths = []
+    if photos:
+        photo_paths, exp.photo_tiles = make_photos(folder, photos, SPRITE_TILE, thumb_px)
+        exp.photo = np.array([int(i[:8], 16) % photos for i in ids])
     reps = _representatives(exp.x, exp.y, has, LEVELS)
     sprites = _write_grids(folder, exp, reps, SPRITE_TILE, SPRITE_COLUMNS)
     files = [f"grid_{L}.json" for L in LEVELS] + [s for v in sprites.values() for s in v["sheets"]]
     files += _write_row_tiles(folder, exp)
     written = has if thumb_files is None else has & np.asarray(thumb_files, bool)
-    write_thumbnails(folder, exp, np.flatnonzero(written).tolist(), thumb_px, shared_thumbs)
+    if photos:
+        link_photo_thumbnails(folder, exp, np.flatnonzero(written).tolist(), photo_paths)
+    else:
+        write_thumbnails(folder, exp, np.flatnonzero(written).tolist(), thumb_px, shared_thumbs)
     if list_thumbnails:
         files += [f"images/256/{exp.ids[r]}.jpg" for r in np.flatnonzero(has).tolist()]
     files += copy_viewer(folder)
@@ -244,6 +292,7 @@ def make_export(folder: Path, rows: int = 400, seed: int = 0, clusters: int = 4,
                             "y": float(np.median(exp.y[sel])), "count": int(sel.sum())})
     manifest = {"version": 1, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "title": title, "rows": rows, "levels": list(LEVELS),
+                "extent": [round(float(v), 6) for v in (x.min(), y.min(), x.max(), y.max())],
                 "grids": {str(L): f"grid_{L}.json" for L in LEVELS},
                 "thumbs": {"dir": "images/256", "size": 256}, "sprites": sprites,
                 "row_tiles": {"n": ROW_TILES, "pattern": "rows/{tx}_{ty}.json"},

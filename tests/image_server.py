@@ -11,6 +11,7 @@ Routes (all under http://127.0.0.1:PORT):
   /bomb                  a PNG whose header claims 100 megapixels
   /loop/a, /loop/b       redirect to each other for ever
   /to-private            redirect to a private address (10.255.255.1)
+  /redirect-to?<loc>     redirect to whatever the percent-decoded query says, sent as raw UTF-8 bytes
   /noai                  a good JPEG with `X-Robots-Tag: noai`
   /hold/<key>            a JPEG (one of 64, chosen by key) after `hold_seconds`: slow, distinct pictures
   /bench/<i>.jpg         benchmark images: latency drawn from `latency`, every `fail_every`-th fails
@@ -21,6 +22,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import urllib.parse
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -127,10 +129,18 @@ def _handler(host: ImageHost):
         def redirect(self, location: str):
             self.send(302, b"", "text/plain", {"Location": location})
 
+        def redirect_raw(self, location: str):
+            """Any Location a server may send: its UTF-8 bytes as they are (headers are latin-1 text)."""
+            clean = location.replace("\r", "").replace("\n", "")
+            self.redirect(clean.encode("utf-8", "replace").decode("latin-1"))
+
         def do_GET(self):
             host.enter(self.path, dict(self.headers))
             try:
-                self.route(self.path.split("?", 1)[0])
+                if self.path.startswith("/redirect-to?"):
+                    self.redirect_raw(urllib.parse.unquote(self.path.split("?", 1)[1]))
+                else:
+                    self.route(self.path.split("?", 1)[0])
             except (BrokenPipeError, ConnectionResetError):
                 pass
             finally:

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from common import metadata_parts, polars_parts
+from common import filter_file, metadata_parts, polars_parts
 from common.columns import row_id
 from common.match import compile_keywords, first_match
 from sample.relaion import write_corrupt_parquet, write_relaion_parquet
@@ -317,7 +317,7 @@ def test_a_polars_part_whose_footer_does_not_add_up_is_redone_on_the_pyarrow_pat
     early = {}
     monkeypatch.setattr(polars_parts, "read_part_info", lambda path: early)  # as if written before any row
     redone = []
-    monkeypatch.setattr(step, "PartWriter", lambda *a: redone.append(a) or metadata_parts.PartWriter(*a))
+    monkeypatch.setattr(filter_file, "PartWriter", lambda *a: redone.append(a) or metadata_parts.PartWriter(*a))
     assert run(tmp_path / "d", "--keywords", "Madrid", "--source", tmp_path / "src") == 0
     assert len(redone) == 1
     assert kept_rows(tmp_path / "d") == expected_rows(sources, ["Madrid"])

@@ -167,14 +167,44 @@ def test_row_tiles_hold_every_row_once_in_screen_coordinates(exported):
 def test_manifest_is_written_last_and_lists_files_that_exist(exported):
     tree, _ = exported
     manifest = json.loads(tree.manifest_file.read_text())
-    assert manifest["version"] == 1 and manifest["levels"] == [64, 128, 256]
-    assert manifest["grids"] == {"64": "grid_64.json", "128": "grid_128.json", "256": "grid_256.json"}
+    assert manifest["version"] == 1 and manifest["levels"] == [16, 32, 64, 128, 256]
+    assert manifest["grids"] == {str(L): f"grid_{L}.json" for L in (16, 32, 64, 128, 256)}
+    # 64 px tiles on sheets of 1024 px: the viewer draws a level's images at up to twice the tile
+    assert {k: (v["tile"], v["columns"]) for k, v in manifest["sprites"].items()} == {
+        str(L): (64, 16) for L in (16, 32, 64, 128, 256)}
+    for name in manifest["sprites"]["256"]["sheets"]:
+        with Image.open(tree.export / name) as im:
+            assert im.width == 1024 and im.height <= 1024 and im.height % 64 == 0
     newest = max(os.stat(tree.export / f).st_mtime_ns for f in manifest["files"])
     assert os.stat(tree.manifest_file).st_mtime_ns >= newest
     for name in manifest["files"]:
         assert (tree.export / name).is_file(), name
     assert {c["label"] for c in manifest["clusters"]} >= {"plaza mayor", "old town"}
     assert all(0 <= c["x"] <= 1 and 0 <= c["y"] <= 1 for c in manifest["clusters"])
+
+
+def test_manifest_extent_is_the_box_the_rows_occupy(tmp_path):
+    tree = DataTree.at(tmp_path / "data")
+    gen = make_inputs(tree, n=2, seed=4)   # two rows: none placed on the map's edges
+    assert run(tree, "--levels", "16", "--no-gephi") == 0
+    extent = json.loads(tree.manifest_file.read_text())["extent"]
+    sy = 1 - gen.y
+    assert extent == pytest.approx([gen.x.min(), sy.min(), gen.x.max(), sy.max()], abs=2e-6)
+    assert 0 < extent[2] - extent[0] < 1
+
+
+def test_sprite_tile_is_the_middle_square_of_the_image_not_a_letterbox(tmp_path):
+    from common.sprites import load_tile
+
+    # 256 x 128: red, green in the middle 128 px, blue; a letterbox would keep red and blue and add bars
+    im = np.zeros((128, 256, 3), np.uint8)
+    im[:, :64], im[:, 64:192], im[:, 192:] = (220, 30, 30), (30, 200, 40), (30, 40, 220)
+    Image.fromarray(im).save(tmp_path / "wide.jpg", quality=95)
+    tile = np.asarray(load_tile(tmp_path / "wide.jpg", 64)).astype(int)
+    assert tile.shape == (64, 64, 3)
+    inner = tile[2:-2, 2:-2].reshape(-1, 3)   # JPEG blurs the colour edges a little
+    assert np.abs(inner - (30, 200, 40)).max(axis=1).max() < 40
+    assert load_tile(tmp_path / "missing.jpg", 64) is None
 
 
 def test_thumbnails_are_hard_links_to_the_cache(exported):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.export_fixture import id_colour, make_export
+from tests.export_fixture import LEVELS, id_colour, make_export
 from tests.web_server import web_server  # noqa: F401
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -134,22 +134,25 @@ def close(a, b, tol=14) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------ drawing
-def test_loads_export_and_draws_every_level_64_cell_with_its_sprite(page, export):
+def test_loads_export_and_draws_every_cell_of_the_coarsest_level_with_its_sprite(page, export):
     page.open()
     s = page.state()
-    assert s["level"] == 64 and s["mode"] == "grid"
-    assert s["cellsDrawn"] == len(export.grids[64])
-    assert s["imagesDrawn"] == sum(1 for c in export.grids[64] if c[8] >= 0)
+    L = s["level"]
+    assert L == LEVELS[0] and s["mode"] == "grid"
+    assert s["cellsDrawn"] == len(export.grids[L])
+    assert s["imagesDrawn"] == sum(1 for c in export.grids[L] if c[8] >= 0)
     assert s["labelsDrawn"] >= 1
-    cell = densest_cell(export, 64)
-    # The densest cell's image fills most of it: its centre pixel is the representative's colour.
-    assert close(page.pixel(*page.cell_point(64, cell["i"], cell["j"])), id_colour(cell["id"]))
-    empty = page.point(0.5, 0.999) if export.cell(64, 32, 63) is None else page.point(0.001, 0.001)
-    assert close(page.pixel(*empty), BACKGROUND, tol=4)
+    cell = densest_cell(export, L)
+    # The densest cell's image fills it: near its corners, it shows the representative's colour
+    # (one corner may lie under a cluster label).
+    corners = [page.point((cell["i"] + a) / L, (cell["j"] + b) / L) for a in (0.15, 0.85) for b in (0.15, 0.85)]
+    assert sum(close(page.pixel(*xy), id_colour(cell["id"])) for xy in corners) >= 3
+    box = page.page.locator("#map").bounding_box()
+    assert close(page.pixel(box["x"] + 3, box["y"] + 3), BACKGROUND, tol=4)  # the margin around the rows
     page.assert_clean()
 
 
-def test_zoom_switches_level_64_128_256_then_single_thumbnails(page, export, server):
+def test_zoom_switches_level_16_32_64_128_256_then_single_thumbnails(page, export, server):
     page.open()
     cell = densest_cell(export, 256)
     x, y = (cell["i"] + 0.5) / 256, (cell["j"] + 0.5) / 256
@@ -163,7 +166,7 @@ def test_zoom_switches_level_64_128_256_then_single_thumbnails(page, export, ser
             seen.append(step)
         if step == "thumbs":
             break
-    assert seen == [64, 128, 256, "thumbs"]
+    assert seen == [*LEVELS, "thumbs"]
     # The cell under the cursor opens into its members' own thumbnails.
     members = {export.ids[r] for r in export.members(256, cell["i"], cell["j"])}
     def asked():
@@ -199,8 +202,9 @@ def test_coarser_level_stays_drawn_while_finer_sprites_load(page, export, server
 # ------------------------------------------------------------------------------------------------ hover, gallery
 def test_hover_shows_caption_domain_and_count(page, export):
     page.open()
-    cell = densest_cell(export, 64)
-    page.page.mouse.move(*page.cell_point(64, cell["i"], cell["j"]))
+    L = page.state()["level"]
+    cell = densest_cell(export, L)
+    page.page.mouse.move(*page.cell_point(L, cell["i"], cell["j"]))
     tip = page.page.locator("#tooltip")
     tip.wait_for(state="visible")
     assert tip.locator(".caption").text_content() == cell["caption"]
@@ -211,9 +215,10 @@ def test_hover_shows_caption_domain_and_count(page, export):
 
 def test_script_in_caption_stays_inert_in_tooltip_and_gallery(page, export):
     page.open()
-    i, j = export.cell_of(64, 0)
-    assert export.cell(64, i, j)["caption"] == XSS
-    where = page.cell_point(64, i, j)
+    L = page.state()["level"]
+    i, j = export.cell_of(L, 0)
+    assert export.cell(L, i, j)["caption"] == XSS
+    where = page.cell_point(L, i, j)
     page.page.mouse.move(*where)
     page.page.locator("#tooltip").wait_for(state="visible")
     assert page.page.locator("#tooltip .caption").text_content() == XSS
@@ -231,10 +236,11 @@ def test_script_in_caption_stays_inert_in_tooltip_and_gallery(page, export):
 
 def test_click_opens_gallery_of_cell_members_with_safe_source_links(page, export):
     page.open()
-    cell = densest_cell(export, 64)
-    page.page.mouse.click(*page.cell_point(64, cell["i"], cell["j"]))
+    L = page.state()["level"]
+    cell = densest_cell(export, L)
+    page.page.mouse.click(*page.cell_point(L, cell["i"], cell["j"]))
     page.page.locator("#gallery figure").first.wait_for()
-    members = export.members(64, cell["i"], cell["j"])
+    members = export.members(L, cell["i"], cell["j"])
     assert len(members) == cell["count"]
     assert page.page.locator("#gallery-title").text_content() == f"{cell['count']:,} images in this cell"
     captions = page.page.locator("#gallery figcaption").all_text_contents()
@@ -272,9 +278,10 @@ def test_search_marks_representatives_at_once_then_members_from_row_tiles(page, 
 
 def test_filters_keep_only_cells_of_the_chosen_cluster_and_category(page, export):
     page.open()
+    L = page.state()["level"]
     page.page.select_option("#cluster", "1")
     page.wait("state.filters.cluster === 1")
-    cells = export.grids[64]
+    cells = export.grids[L]
     assert page.state()["cellsShown"] == sum(1 for c in cells if c[7] == 1)
     page.page.select_option("#category", "news")
     page.wait("state.filters.category === 'news'")
@@ -283,11 +290,11 @@ def test_filters_keep_only_cells_of_the_chosen_cluster_and_category(page, export
     page.wait("state.filters.cluster === null")
     assert page.state()["cellsShown"] == sum(1 for c in cells if c[6] == "news")
     # In the gallery the filter applies to each member, not just the representative.
-    cell = densest_cell(export, 64)
-    members = export.members(64, cell["i"], cell["j"])
+    cell = densest_cell(export, L)
+    members = export.members(L, cell["i"], cell["j"])
     news = [r for r in members if export.categories[r] == "news"]
     assert 0 < len(news) < len(members)
-    page.page.mouse.click(*page.cell_point(64, cell["i"], cell["j"]))
+    page.page.mouse.click(*page.cell_point(L, cell["i"], cell["j"]))
     page.page.locator("#gallery figure").first.wait_for()
     assert page.page.locator("#gallery figcaption").all_text_contents() == [
         export.captions[r] for r in sorted(news, key=lambda r: (export.y[r], export.x[r]))]
@@ -398,7 +405,8 @@ def test_tour_makes_no_console_error_and_no_request_outside_the_export(page, exp
 
 def test_manifest_paths_outside_the_export_folder_are_refused(tmp_path, browser, web_server):  # noqa: F811
     make_export(tmp_path, rows=50, manifest_overrides={
-        "grids": {"64": "http://example.com/grid_64.json", "128": "../grid_128.json", "256": "grid_256.json"}})
+        "grids": {"16": "grid_16.json", "32": "grid_32.json", "64": "http://example.com/grid_64.json",
+                  "128": "../grid_128.json", "256": "grid_256.json"}})
     p = Page(browser, web_server(tmp_path))
     try:
         p.page.goto(p.server.url + "index.html")
@@ -439,18 +447,19 @@ def test_viewer_opens_what_step_07_exports(tmp_path, browser, web_server):  # no
     make_inputs(tree, n=300, seed=3)
     step = load_step("07_export_for_web")
     assert step.main(["--data-dir", str(tree.root), "--poster-size", "600", "--no-download-missing", "--no-gephi"]) == 0
-    cells = json.loads(tree.grid_file(64).read_text())["cells"]
     p = Page(browser, web_server(tree.export))
     try:
         p.open()
         s = p.state()
+        L = s["level"]
+        cells = json.loads(tree.grid_file(L).read_text())["cells"]
         assert s["cellsDrawn"] == len(cells)
         assert s["imagesDrawn"] == sum(1 for c in cells if c[8] >= 0)
         best = max(cells, key=lambda c: c[2])
-        p.page.mouse.move(*p.cell_point(64, best[0], best[1]))
+        p.page.mouse.move(*p.cell_point(L, best[0], best[1]))
         p.page.locator("#tooltip").wait_for(state="visible")
         assert p.page.locator("#tooltip .caption").text_content() == best[4]
-        p.page.mouse.click(*p.cell_point(64, best[0], best[1]))
+        p.page.mouse.click(*p.cell_point(L, best[0], best[1]))
         p.page.locator("#gallery figcaption").first.wait_for()
         assert p.page.locator("#gallery figcaption").count() == best[2]
         # Rows without a thumbnail are 404s by design (the row tiles do not say which have one).
@@ -536,18 +545,18 @@ def test_a_missing_file_is_named_and_the_rest_of_the_map_still_works(tmp_path, b
     p = Page(browser, web_server(tmp_path))
     try:
         p.open()
-        assert p.state()["level"] == 64
-        for _ in range(10):
+        assert p.state()["level"] == 16
+        for _ in range(20):
             p.zoom_at(0.5, 0.5, 1)
             if p.state()["wantedLevel"] == 128:
                 break
         p.page.wait_for_function("() => document.getElementById('notice').textContent.includes('grid_128')")
         assert p.page.locator("#notice").text_content() == "Could not load grid_128.json: HTTP 404"
         assert p.state()["drawnLevels"] == [64]  # level 64 goes on showing in its place
-        (tmp_path / "grid_64.json").unlink()
+        (tmp_path / "grid_16.json").unlink()
         p.page.reload()
         p.wait("state.error !== null")
-        assert p.page.locator("#error").text_content() == "Cannot show this export: grid_64.json: HTTP 404."
+        assert p.page.locator("#error").text_content() == "Cannot show this export: grid_16.json: HTTP 404."
         assert p.page_errors == []
     finally:
         p.context.close()
@@ -562,3 +571,213 @@ def test_plus_minus_and_zero_keys_zoom_and_reset(page):
         page.wait(f"state.frames > {frames}")
         assert page.state()["scale"] == pytest.approx(expected, rel=1e-6)
     page.assert_clean()
+
+
+# ------------------------------------------------------------------------------------------------ legibility
+# A 20,000-row export whose thumbnails are crops of real photographs, its clusters in the middle of
+# the map (so a first view of the whole square would leave them small), measured on screenshots.
+LEGIBLE_VIEWPORT = {"width": 1200, "height": 820}
+MIN_SIDE_PX = 32
+
+
+@pytest.fixture(scope="module")
+def photo_export(tmp_path_factory):
+    return make_export(tmp_path_factory.mktemp("photos"), rows=20_000, clusters=5, spread=0.035,
+                       centres_in=(0.35, 0.65), photos=400, seed=3)
+
+
+@pytest.fixture(scope="module")
+def photo_server(photo_export, web_server):  # noqa: F811
+    return web_server(photo_export.folder)
+
+
+@pytest.fixture
+def photo_page(browser, photo_server):
+    photo_server.clear()
+    p = Page(browser, photo_server)
+    p.context.close()
+    p.context = browser.new_context(viewport=LEGIBLE_VIEWPORT)
+    p.page = p.context.new_page()
+    p.page.on("console", lambda m: m.type == "error" and p.console_errors.append(m.text))
+    p.page.on("pageerror", lambda e: p.page_errors.append(str(e)))
+    p.page.on("request", lambda r: p.requests.append(r.url))
+    yield p
+    p.context.close()
+
+
+COMPLETE = "state.drawnLevels.length === 1 && state.wantedLevel === state.level && state.level !== null"
+
+
+def canvas_pixels(page) -> np.ndarray:
+    """What the map canvas holds (not the page's overlays: help line, tooltip)."""
+    import base64
+
+    from PIL import Image
+
+    url = page.page.evaluate("document.getElementById('map').toDataURL('image/png')")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1]))).convert("RGB")).astype(int)
+
+
+def drawn(page) -> tuple[list[dict], list[list[float]]]:
+    return page.page.evaluate("[window.__viewer.renderer.drawnRects(), window.__viewer.renderer.labelBoxes]")
+
+
+def mask_of(shape, boxes) -> np.ndarray:
+    """Pixels covered by boxes [x0, y0, x1, y1] (CSS px; device pixel ratio 1)."""
+    m = np.zeros(shape[:2], bool)
+    for x0, y0, x1, y1 in boxes:
+        m[max(0, int(np.floor(y0))):max(0, int(np.ceil(y1))), max(0, int(np.floor(x0))):max(0, int(np.ceil(x1)))] = True
+    return m
+
+
+def picture_share(pixels, rects, labels) -> float:
+    """Share of the drawn (non-background) pixels that lie on an image rather than around one.
+    Cluster labels are text over the map, neither picture nor frame."""
+    ink = np.abs(pixels - np.array(BACKGROUND)).max(axis=2) > 6
+    pictures = mask_of(pixels.shape, [(r["x"], r["y"], r["x"] + r["w"], r["y"] + r["h"]) for r in rects])
+    frame = ink & ~pictures & ~mask_of(pixels.shape, labels)
+    return pictures.sum() / max(1, pictures.sum() + frame.sum())
+
+
+def rep_rows(export) -> dict:
+    row_of = {rid: r for r, rid in enumerate(export.ids)}
+    return {L: [row_of[c[3]] for c in cells] for L, cells in export.grids.items()}
+
+
+def images_match(export, pixels, rects, reps) -> float:
+    """Share of the larger sprite rects whose middle shows their cell's representative: the mean colour
+    of the middle half of the rect on screen against the same part of the photo's sprite tile."""
+    checked = matched = 0
+    for r in rects:
+        if r["kind"] != "sprite" or r["w"] < 24:
+            continue
+        x0, y0, w = int(round(r["x"])), int(round(r["y"])), int(r["w"])
+        if x0 < 0 or y0 < 0 or x0 + w > pixels.shape[1] or y0 + w > pixels.shape[0]:
+            continue
+        shown = pixels[y0 + w // 4:y0 + 3 * w // 4, x0 + w // 4:x0 + 3 * w // 4].reshape(-1, 3).mean(axis=0)
+        tile = export.photo_tiles[export.photo[reps[int(r["level"])][int(r["cell"])]]]
+        t = tile.shape[0]
+        expected = tile[t // 4:3 * t // 4, t // 4:3 * t // 4].reshape(-1, 3).mean(axis=0)
+        checked += 1
+        matched += np.abs(shown - expected).max() < 24
+    assert checked >= 5, f"only {checked} images large enough to check"
+    return matched / checked
+
+
+def wait_complete(page):
+    page.wait(COMPLETE, timeout=20_000)
+    page.page.evaluate("new Promise((ok) => requestAnimationFrame(() => requestAnimationFrame(ok)))")
+
+
+def test_representatives_are_large_framed_by_nothing_and_show_their_photos_at_every_zoom_step(photo_page, photo_export):
+    page = photo_page.open()
+    wait_complete(page)
+    reps = rep_rows(photo_export)
+    cell = densest_cell(photo_export, 256)
+    target = ((cell["i"] + 0.5) / 256, (cell["j"] + 0.5) / 256)
+    levels, medians = [], []
+    for step in range(7):
+        if step:
+            page.zoom_at(*target, 1)
+            page.page.mouse.move(0, 0)   # no hover outline in the picture
+            wait_complete(page)
+        rects, labels = drawn(page)
+        pixels = canvas_pixels(page)
+        s = page.state()
+        levels.append(s["level"])
+        sides = [max(r["w"], r["h"]) for r in rects]
+        medians.append(float(np.median(sides)))
+        assert medians[-1] >= MIN_SIDE_PX, f"step {step}, level {s['level']}: median image {medians[-1]:.1f} px"
+        share = picture_share(pixels, rects, labels)
+        assert share >= 0.9, f"step {step}: only {share:.0%} of the drawn pixels are pictures"
+        assert images_match(photo_export, pixels, rects, reps) >= 0.9, f"step {step}: images not where they are said to be"
+    assert len(set(levels)) >= 3, levels   # the tour went through several levels, not one blown-up level
+    photo_page.assert_clean()
+
+
+def test_image_area_grows_with_the_cell_count_and_the_densest_cell_is_full(photo_page, photo_export):
+    page = photo_page.open()
+    wait_complete(page)
+    s = page.state()
+    level, cell_px = s["level"], s["scale"] / s["level"]
+    counts = [c[2] for c in photo_export.grids[level]]
+    rects = [r for r in drawn(page)[0] if r["level"] == level]
+    assert len(rects) == len(counts)  # the whole occupied extent is on screen
+    by_count = sorted(rects, key=lambda r: (counts[int(r["cell"])], r["w"]))
+    assert all(a["w"] <= b["w"] + 1e-9 for a, b in zip(by_count, by_count[1:]))
+    densest = by_count[-1]
+    assert densest["w"] >= cell_px - 1.01
+    top = counts[int(densest["cell"])]
+    sparse = [r for r in rects if counts[int(r["cell"])] <= top / 16]
+    assert sparse and all(r["w"] <= 0.6 * cell_px for r in sparse), "sparse cells are drawn as large as dense ones"
+    # The density colours are a toggle: under the images, with a legend of the level's counts.
+    page.page.click("#heat")
+    page.wait("state.heat === true")
+    assert page.page.locator("#legend").is_visible()
+    assert page.page.locator("#legend-text").text_content() == f"1 to {top:,} images per cell"
+    r = sparse[0]
+    corner = canvas_pixels(page)[int(r["y"] - (cell_px - r["w"]) / 2) + 1, int(r["x"] - (cell_px - r["w"]) / 2) + 1]
+    assert not close(corner, BACKGROUND, tol=6)
+    photo_page.assert_clean()
+
+
+def occupied_box(pixels, labels) -> tuple[int, int, int, int]:
+    ink = (np.abs(pixels - np.array(BACKGROUND)).max(axis=2) > 6) & ~mask_of(pixels.shape, labels)
+    ys, xs = np.nonzero(ink)
+    return xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+
+
+def test_first_view_fits_the_occupied_extent_and_reset_view_returns_to_it(photo_page):
+    page = photo_page.open()
+    wait_complete(page)
+    pixels = canvas_pixels(page)
+    x0, y0, x1, y1 = occupied_box(pixels, drawn(page)[1])
+    h, w = pixels.shape[:2]
+    assert max(x1 - x0, y1 - y0) >= 0.6 * min(w, h), ((x0, y0, x1, y1), (w, h))
+    assert x0 > 0 and y0 > 0 and x1 < w and y1 < h      # with a margin: nothing cut off
+    first = page.page.evaluate("[window.__viewer.camera.scale, window.__viewer.camera.ox, window.__viewer.camera.oy]")
+    page.zoom_at(0.3, 0.3, 3)
+    page.page.mouse.move(600, 400)
+    page.page.mouse.down()
+    page.page.mouse.move(500, 300, steps=3)
+    page.page.mouse.up()
+    page.page.click("#reset")
+    page.wait(f"state.scale === {first[0]}")
+    assert page.page.evaluate("[window.__viewer.camera.scale, window.__viewer.camera.ox, window.__viewer.camera.oy]") == first
+    photo_page.assert_clean()
+
+
+def test_hover_and_click_name_the_cell_under_the_cursor_at_the_new_sizes(photo_page, photo_export):
+    page = photo_page.open()
+    wait_complete(page)
+    cell = densest_cell(photo_export, 256)
+    page.zoom_at((cell["i"] + 0.5) / 256, (cell["j"] + 0.5) / 256, 3)
+    wait_complete(page)
+    s = page.state()
+    level, cell_px = s["level"], s["scale"] / s["level"]
+    box = page.page.locator("#map").bounding_box()
+    rects = [r for r in drawn(page)[0] if r["level"] == level and 40 < r["x"] < box["width"] - 460
+             and 40 < r["y"] < box["height"] - 160]
+    small = sorted(rects, key=lambda r: r["w"])[:2]
+    large = sorted(rects, key=lambda r: -r["w"])[:2]
+    assert small and large and small[0]["w"] < large[0]["w"]
+    tip = page.page.locator("#tooltip")
+    for r in small + large:
+        c = dict(zip(("i", "j", "count", "id", "caption"), photo_export.grids[level][int(r["cell"])][:5]))
+        # inside the image near a corner, and in the cell's margin outside a small image: the same cell
+        spots = [(r["x"] + 2, r["y"] + 2), (r["x"] + r["w"] - 2, r["y"] + r["h"] - 2)]
+        if r["w"] < cell_px - 6:
+            spots.append((r["x"] - (cell_px - r["w"]) / 2 + 2, r["y"] - (cell_px - r["h"]) / 2 + 2))
+        for x, y in spots:
+            page.page.mouse.move(box["x"] + x, box["y"] + y)
+            tip.wait_for(state="visible")
+            assert tip.locator(".caption").text_content() == c["caption"], (level, c["i"], c["j"], x, y)
+            assert page.page.evaluate("window.__viewer.hover") == {"level": level, "i": c["i"], "j": c["j"]}
+        page.page.mouse.click(box["x"] + r["x"] + r["w"] / 2, box["y"] + r["y"] + r["h"] / 2)
+        page.page.wait_for_function(f"() => document.getElementById('gallery-title').textContent === "
+                                    f"'{c['count']:,} image{'' if c['count'] == 1 else 's'} in this cell'")
+        members = photo_export.members(level, c["i"], c["j"])
+        page.page.locator("#gallery figure").first.wait_for()
+        assert page.page.locator("#gallery figure").count() == min(len(members), 120)
+        page.page.keyboard.press("Escape")
+    photo_page.assert_clean()

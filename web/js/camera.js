@@ -1,7 +1,8 @@
 // The map is the unit square (x right, y down). The camera maps it to CSS pixels:
 // screen = world * scale + offset.
 const FIT_MARGIN = 0.92;
-const MAX_CELL_PX = 2048;  // at most one finest cell this wide: thumbnails stay sharp, zoom stays bounded
+const MAX_CELL_PX = 2048;
+const MIN_EXTENT = 1 / 64;  // the first view shows at least this much of the map across  // at most one finest cell this wide: thumbnails stay sharp, zoom stays bounded
 
 export class Camera {
   constructor() {
@@ -14,14 +15,20 @@ export class Camera {
     this.maxScale = 256 * MAX_CELL_PX;
   }
 
-  fit(width, height, finestLevel) {
+  // Show the box [x0, y0, x1, y1] of the map (what the rows occupy) as large as the canvas allows,
+  // with a margin, centred. A box narrower than MIN_EXTENT (one image, a tight cluster) is widened.
+  fit(width, height, finestLevel, extent = [0, 0, 1, 1]) {
     this.width = width;
     this.height = height;
-    this.scale = Math.max(1, Math.min(width, height) * FIT_MARGIN);
-    this.ox = (width - this.scale) / 2;
-    this.oy = (height - this.scale) / 2;
-    this.minScale = this.scale * 0.5;
+    const [x0, y0, x1, y1] = extent;
+    const w = Math.max(x1 - x0, MIN_EXTENT);
+    const h = Math.max(y1 - y0, MIN_EXTENT);
     this.maxScale = finestLevel * MAX_CELL_PX;
+    this.scale = Math.min(this.maxScale, Math.max(1, Math.min(width / w, height / h) * FIT_MARGIN));
+    this.ox = width / 2 - ((x0 + x1) / 2) * this.scale;
+    this.oy = height / 2 - ((y0 + y1) / 2) * this.scale;
+    // zooming out goes as far as half the whole map, whatever the data's box
+    this.minScale = Math.min(this.scale, Math.min(width, height) * FIT_MARGIN) * 0.5;
   }
 
   resize(width, height) {

@@ -1,5 +1,6 @@
 // The viewer: loads manifest.json from its own folder, then draws the map and wires the controls.
-// window.__viewer exposes the live state (level, what was drawn, search progress) for checks.
+// window.__viewer exposes the live state (level, what was drawn, search progress) for checks;
+// window.__viewer.renderer.drawnRects() lists the images of the last frame where they were drawn.
 import { Camera } from './camera.js';
 import { attachInput } from './input.js';
 import { Panels, fmt } from './panels.js';
@@ -39,13 +40,18 @@ class Viewer {
       this.panels.setTitle(manifest.title);
       this.panels.fillFilters(manifest, (filters) => { this.filters = filters; this.requestDraw(); });
       document.getElementById('search').addEventListener('input', debounce((e) => this.search.set(e.target.value), 200));
+      this.panels.attachMapControls(() => this.fit(), (on) => { this.renderer.heat = on; this.requestDraw(); });
       this.resize();
       this.fit();
+      const fitted = this.cameraKey();
       new ResizeObserver(() => this.resize()).observe(this.canvas);
       attachInput(this);
       this.started = true;
       await gridReady;
       if (!this.store.grids.has(first)) throw new Error(this.store.errors[this.store.errors.length - 1]);
+      // Without an extent in the manifest the first fit was to the whole map: fit the grid's cells
+      // now, unless the user has moved meanwhile.
+      if (!Array.isArray(manifest.extent) && this.cameraKey() === fitted) this.fit();
       this.state.ready = true;
       this.requestDraw();
     } catch (err) {
@@ -56,11 +62,24 @@ class Viewer {
     }
   }
 
+  // The first view, and "reset view": the box the rows occupy, with a margin. Images are drawn in
+  // the middle of their cells, so the box is widened to whole cells of the level the view will
+  // show; that level depends on the scale, which the wider box lowers, hence a few rounds.
   fit() {
     const levels = this.store.levels;
-    this.camera.fit(this.canvas.clientWidth, this.canvas.clientHeight, levels[levels.length - 1]);
+    const finest = levels[levels.length - 1];
+    const [w, h] = [this.canvas.clientWidth, this.canvas.clientHeight];
+    const rows = this.store.extent();
+    let box = rows;
+    for (let round = 0; round < 4; round++) {
+      this.camera.fit(w, h, finest, box);
+      box = snapToCells(rows, this.renderer.wantedLevel());
+    }
+    this.camera.fit(w, h, finest, box);
     this.requestDraw();
   }
+
+  cameraKey() { return `${this.camera.scale} ${this.camera.ox} ${this.camera.oy}`; }
 
   resize() {
     const dpr = window.devicePixelRatio || 1;
@@ -97,7 +116,7 @@ class Viewer {
       if (next) this.store.grid(next);
     }
     Object.assign(this.state, stats, {
-      frames: this.state.frames + 1, scale: this.camera.scale, labelsDrawn: this.renderer.labelsDrawn,
+      frames: this.state.frames + 1, scale: this.camera.scale, labelsDrawn: this.renderer.labelsDrawn, heat: this.renderer.heat,
       errors: [...this.store.errors], filters: { ...this.filters },
       search: { query: this.search.query, done: this.search.done, tilesDone: this.search.tilesDone,
         tilesTotal: this.search.tilesTotal, rowMatches: this.search.rowMatches },
@@ -108,6 +127,7 @@ class Viewer {
       this.errorsShown = this.store.errors.length;
       this.panels.notice(`Could not load ${this.store.errors[this.errorsShown - 1]}`);
     }
+    if (this.renderer.heat && stats.level !== null) this.panels.legend(this.store.grids.get(stats.level).maxCount);
     const level = stats.mode === 'thumbs' ? 'single images' : `level ${stats.level ?? '…'}`;
     this.panels.setStatus(`${fmt(this.store.manifest.rows || 0)} images · ${level}`);
   }
@@ -221,6 +241,10 @@ class Viewer {
     const [px, py] = this.camera.toScreen(x, y);
     return [r.left + px, r.top + py];
   }
+}
+
+function snapToCells([x0, y0, x1, y1], L) {
+  return [cellOf(x0, L) / L, cellOf(y0, L) / L, (cellOf(x1, L) + 1) / L, (cellOf(y1, L) + 1) / L];
 }
 
 function debounce(fn, ms) {

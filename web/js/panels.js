@@ -63,6 +63,22 @@ export class Panels {
     category.addEventListener('change', read);
   }
 
+  // "Reset view" and the density-colour toggle with its legend.
+  attachMapControls(onReset, onHeat) {
+    document.getElementById('reset').addEventListener('click', onReset);
+    const heat = document.getElementById('heat');
+    heat.addEventListener('change', () => {
+      document.getElementById('legend').hidden = !heat.checked;
+      onHeat(heat.checked);
+    });
+  }
+
+  legend(densest) {
+    const text = `1 to ${fmt(densest)} images per cell`;
+    const node = document.getElementById('legend-text');
+    if (node.textContent !== text) node.textContent = text;
+  }
+
   showTooltip(px, py, info) {
     const t = this.tooltip;
     t.replaceChildren(

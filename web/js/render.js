@@ -1,20 +1,27 @@
-// Canvas drawing: the heat underlay and sprite images of the grid levels, single thumbnails when
-// zoomed in far, cluster labels, highlights. Only cells inside the view are touched, so a frame
-// costs the same for 10k or 1M images.
+// Canvas drawing: the sprite images of the grid levels, single thumbnails when zoomed in far,
+// cluster labels, highlights, and (on request) the heat colours of density underneath. Only cells
+// inside the view are touched, so a frame costs the same for 10k or 1M images.
 import { cellOf } from './tables.js';
 
-export const MIN_CELL_PX = 12;     // a level is used once its cells are at least this wide
-export const THUMB_CELL_PX = 48;   // finest cells this wide open into their members' thumbnails
-const MIN_MEMBER_PX = 6;           // a cell opens only if each member gets at least this many px
+// A level gives way to the next finer one only once its cells are drawn at twice their sprite
+// tile (64 px tiles: cells of 64-128 px after the first level), as map tiles do; so images stay
+// large enough to recognise at every zoom, and tiles are never blown up more than twice.
+export const SWITCH_TILES = 2;
+const MIN_TILE_PX = 32;            // an export with tiny tiles still switches at 64 px cells
+export const MIN_IMAGE_PX = 32;    // the sparsest cell's image: density shrinks images down to this
+const MIN_MEMBER_PX = 36;          // a finest cell opens into its members once each gets this many px
 const THUMB_BUDGET = 400;          // members shown as thumbnails at once (decoded images are capped)
 const BACKGROUND = '#101014';
+const NO_IMAGE = '#3a3a48';
 const DIM_ALPHA = 0.14;
+const HEAT_ALPHA = 0.55;
 const HIGHLIGHT = '#ffe14d';
 const LABEL_FONT = '600 13px system-ui, sans-serif';
 const MAX_LABELS = 200;
+const RECT_FIELDS = 7;             // x, y, w, h, level, cell, kind (0 sprite, 1 member thumbnail)
 
 // Dark violet -> red -> orange -> pale yellow: more images, brighter cell.
-const HEAT = Array.from({ length: 32 }, (_, n) => {
+export const HEAT = Array.from({ length: 32 }, (_, n) => {
   const t = n / 31;
   const r = Math.round(40 + 215 * Math.min(1, t * 1.6));
   const g = Math.round(20 + 200 * Math.max(0, t - 0.35) / 0.65);
@@ -24,10 +31,22 @@ const HEAT = Array.from({ length: 32 }, (_, n) => {
 
 export function heatColour(d) { return HEAT[Math.max(0, Math.min(31, Math.round(d * 31)))]; }
 
-export function chooseLevel(scale, levels) {
-  let pick = levels[0];
-  for (const L of levels) if (scale / L >= MIN_CELL_PX) pick = L;
-  return pick;
+// The widest a level's cells are drawn before the next level takes over, in CSS px.
+export function switchPx(tile) { return SWITCH_TILES * Math.max(MIN_TILE_PX, tile || 0); }
+
+// The coarsest level whose cells are not yet past their switch size; the finest when all are.
+export function chooseLevel(scale, levels, tileOf) {
+  for (const L of levels) if (scale / L <= switchPx(tileOf(L))) return L;
+  return levels[levels.length - 1];
+}
+
+// The side of a cell's image, as the poster and the Miro board size theirs: area in proportion to
+// the cell's count, the densest cell of the level filling its cell; never below MIN_IMAGE_PX (or
+// the cell) so every image stays recognisable. A hairline (1 px) separates full cells.
+export function imageSide(cellPx, count, densest) {
+  const full = cellPx > 8 ? cellPx - 1 : cellPx;
+  const side = cellPx * Math.sqrt(Math.max(0, count) / Math.max(1, densest));
+  return Math.min(full, Math.max(side, Math.min(MIN_IMAGE_PX, full)));
 }
 
 function visibleRange(view, L) {
@@ -49,15 +68,48 @@ export class Renderer {
     this.store = store;
     this.viewer = viewer;   // filters, search, hover, selection
     this.stack = [];
-    this.expanded = new Set();  // finest cells drawn as their members, in this frame
+    this.expanded = new Set();  // finest cells drawn as their members, in this frame (j * L + i)
+    this.expandedCells = new Set();  // the same cells, by cell number
     this.stats = {};
+    this.heat = false;          // density as heat colours under the images (the legend's toggle)
+    // What the last frame drew, RECT_FIELDS numbers per image, for checks (see drawnRects).
+    this.rects = new Float64Array(RECT_FIELDS * 1024);
+    this.nRects = 0;
+    this.labelBoxes = [];
   }
 
-  wantedLevel() { return chooseLevel(this.camera.scale, this.store.levels); }
+  wantedLevel() { return chooseLevel(this.camera.scale, this.store.levels, (L) => this.store.tileOf(L)); }
 
+  // Past the finest level's switch size, its cells open into their members' own thumbnails.
   thumbsMode() {
     const levels = this.store.levels;
-    return this.camera.scale / levels[levels.length - 1] >= THUMB_CELL_PX;
+    const L = levels[levels.length - 1];
+    return this.camera.scale / L > switchPx(this.store.tileOf(L));
+  }
+
+  addRect(x, y, w, h, level, k, kind) {
+    if ((this.nRects + 1) * RECT_FIELDS > this.rects.length) {
+      const grown = new Float64Array(this.rects.length * 2);
+      grown.set(this.rects);
+      this.rects = grown;
+    }
+    const r = this.rects;
+    const o = this.nRects * RECT_FIELDS;
+    r[o] = x; r[o + 1] = y; r[o + 2] = w; r[o + 3] = h; r[o + 4] = level; r[o + 5] = k; r[o + 6] = kind;
+    this.nRects += 1;
+  }
+
+  // The images of the last frame in canvas CSS px, [{x, y, w, h, level, cell, kind}], less the
+  // representatives that their members' thumbnails have since covered.
+  drawnRects() {
+    const top = this.stack.length ? this.stack[this.stack.length - 1].level : null;
+    const out = [];
+    for (let n = 0; n < this.nRects; n++) {
+      const [x, y, w, h, level, cell, kind] = this.rects.subarray(n * RECT_FIELDS, (n + 1) * RECT_FIELDS);
+      if (kind === 0 && level === top && this.expandedCells.has(cell)) continue;
+      out.push({ x, y, w, h, level, cell, kind: kind === 0 ? 'sprite' : 'thumb' });
+    }
+    return out;
   }
 
   // The levels to draw, coarse first: the wanted level on top, and under it coarser levels until
@@ -97,10 +149,12 @@ export class Renderer {
     ctx.globalAlpha = 1;
     ctx.fillStyle = BACKGROUND;
     ctx.fillRect(0, 0, camera.width, camera.height);
-    const stats = { cellsDrawn: 0, cellsShown: 0, imagesDrawn: 0, thumbsDrawn: 0, membersDrawn: 0, highlighted: 0 };
+    const stats = { cellsDrawn: 0, cellsShown: 0, imagesDrawn: 0, thumbsDrawn: 0, repThumbsDrawn: 0, membersDrawn: 0, highlighted: 0 };
     const view = camera.view();
+    this.nRects = 0;
     this.stack = this.levelStack(view);
     this.expanded = new Set();
+    this.expandedCells = new Set();
     this.stack.forEach((grid, n) => this.drawLevel(grid, view, n === 0, stats));
     const top = this.stack[this.stack.length - 1];
     const thumbs = Boolean(top && top.level === this.store.levels[this.store.levels.length - 1] && this.thumbsMode());
@@ -121,7 +175,6 @@ export class Renderer {
     const { ctx, camera } = this;
     const L = grid.level;
     const s = camera.scale / L;
-    const gap = s > 8 ? 1 : 0;
     const [i0, j0, i1, j1] = visibleRange(view, L);
     for (let j = j0; j <= j1; j++) {
       for (let i = i0; i <= i1; i++) {
@@ -134,16 +187,29 @@ export class Renderer {
         const [x, y] = camera.toScreen(i / L, j / L);
         const shown = this.cellShown(grid, k);
         ctx.globalAlpha = shown ? 1 : DIM_ALPHA;
-        ctx.fillStyle = heatColour(grid.heat[k]);
-        ctx.fillRect(x, y, s - gap, s - gap);
+        if (this.heat) {
+          ctx.globalAlpha *= HEAT_ALPHA;
+          ctx.fillStyle = heatColour(grid.heat[k]);
+          ctx.fillRect(x, y, s, s);
+          ctx.globalAlpha = shown ? 1 : DIM_ALPHA;
+        } else if (!isBase) {
+          // a finer cell covers the coarser image beneath it, which would show around its own
+          ctx.fillStyle = BACKGROUND;
+          ctx.fillRect(x, y, s, s);
+        }
         stats.cellsDrawn += 1;
         if (shown) stats.cellsShown += 1;
+        const side = imageSide(s, grid.count[k], grid.maxCount);
+        const ix = x + (s - side) / 2;
+        const iy = y + (s - side) / 2;
         if (sheet) {
-          // Denser cells get bigger images, like the visual heatmap of a workshop board.
-          const side = (s - gap) * (0.55 + 0.45 * grid.heat[k]);
-          const inset = (s - gap - side) / 2;
-          ctx.drawImage(sheet, sp[1], sp[2], grid.tile, grid.tile, x + inset, y + inset, side, side);
+          ctx.drawImage(sheet, sp[1], sp[2], grid.tile, grid.tile, ix, iy, side, side);
           stats.imagesDrawn += 1;
+          this.addRect(ix, iy, side, side, L, k, 0);
+        } else {
+          // no thumbnail (or its sheet is still loading at the base level): a plain square, same size
+          ctx.fillStyle = NO_IMAGE;
+          ctx.fillRect(ix, iy, side, side);
         }
       }
     }
@@ -158,19 +224,45 @@ export class Renderer {
     const s = camera.scale / L;
     let budget = THUMB_BUDGET;
     for (const { i, j, members } of this.visibleMembers(grid, view)) {
-      budget -= members.length;
-      if (budget < 0) {
+      if (members.length > budget) {   // this cell keeps its representative; smaller ones may still open
         stats.thumbBudgetExceeded = true;
-        break;
+        continue;
       }
+      budget -= members.length;
       const [x, y] = camera.toScreen(i / L, j / L);
       ctx.globalAlpha = 1;
       ctx.fillStyle = BACKGROUND;
       ctx.fillRect(x, y, s, s);
-      members.forEach((row, m) => this.drawMember(row, memberRect(x, y, s, members.length, m), stats));
+      members.forEach((row, m) => this.drawMember(row, memberRect(x, y, s, members.length, m), stats, L, grid.at(i, j)));
       this.expanded.add(j * L + i);
+      this.expandedCells.add(grid.at(i, j));
     }
+    this.drawRepresentativeThumbs(grid, view, stats);
     ctx.globalAlpha = 1;
+  }
+
+  // Cells not yet open are drawn wider than twice their sprite tile: their representative's own
+  // thumbnail (its middle square, as the tile) replaces the tile once loaded, so it stays sharp.
+  drawRepresentativeThumbs(grid, view, stats) {
+    const { ctx, camera } = this;
+    const L = grid.level;
+    const s = camera.scale / L;
+    const [i0, j0, i1, j1] = visibleRange(view, L);
+    for (let j = j0; j <= j1; j++) {
+      for (let i = i0; i <= i1; i++) {
+        const k = grid.at(i, j);
+        if (k < 0 || grid.sprite[k] < 0 || this.expanded.has(j * L + i)) continue;
+        const img = this.store.thumb(grid.id[k]);
+        if (!img || !img.width) continue;
+        const [x, y] = camera.toScreen(i / L, j / L);
+        const side = imageSide(s, grid.count[k], grid.maxCount);
+        const crop = Math.min(img.width, img.height);
+        ctx.globalAlpha = this.cellShown(grid, k) ? 1 : DIM_ALPHA;
+        ctx.drawImage(img, (img.width - crop) / 2, (img.height - crop) / 2, crop, crop,
+          x + (s - side) / 2, y + (s - side) / 2, side, side);
+        stats.repThumbsDrawn += 1;
+      }
+    }
   }
 
   // Visible finest cells whose row tile is loaded and whose members are big enough to tell apart.
@@ -196,7 +288,7 @@ export class Renderer {
     return out.sort((a, b) => Math.hypot(a.i - ci, a.j - cj) - Math.hypot(b.i - ci, b.j - cj));
   }
 
-  drawMember(row, [x, y, sub], stats) {
+  drawMember(row, [x, y, sub], stats, level, k) {
     const { ctx } = this;
     const pad = sub > 10 ? 1 : 0;
     ctx.globalAlpha = this.viewer.rowShown(row) ? 1 : DIM_ALPHA;
@@ -206,6 +298,7 @@ export class Renderer {
       const w = img.width * fit;
       const h = img.height * fit;
       ctx.drawImage(img, x + (sub - w) / 2, y + (sub - h) / 2, w, h);
+      this.addRect(x + (sub - w) / 2, y + (sub - h) / 2, w, h, level, k, 1);
       stats.thumbsDrawn += 1;
     } else {
       ctx.fillStyle = '#3a3a48';
@@ -247,6 +340,7 @@ export class Renderer {
     ctx.textBaseline = 'middle';
     ctx.lineJoin = 'round';
     const placed = [];
+    this.labelBoxes = placed;
     for (const c of [...clusters].sort((a, b) => (b.count || 0) - (a.count || 0))) {
       if (!Number.isFinite(c.x) || !Number.isFinite(c.y)) continue;
       const [x, y] = camera.toScreen(c.x, c.y);

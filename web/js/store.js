@@ -77,6 +77,26 @@ export class Store {
     return m;
   }
 
+  // The side of a level's sprite tiles, from the manifest (the level switches by it before its grid loads).
+  tileOf(level) {
+    const sprites = this.manifest.sprites[String(level)];
+    return sprites && Number(sprites.tile) > 0 ? Number(sprites.tile) : 0;
+  }
+
+  // The box [x0, y0, x1, y1] the rows occupy: the manifest's extent, else the coarsest grid's
+  // non-empty cells once loaded, else the whole map.
+  extent() {
+    const e = this.manifest.extent;
+    if (Array.isArray(e) && e.length === 4 && e.every(Number.isFinite) && e[0] <= e[2] && e[1] <= e[3]) return e;
+    const g = this.grids.get(this.levels[0]);
+    if (!g || !g.length) return [0, 0, 1, 1];
+    let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
+    for (let k = 0; k < g.length; k++) {
+      x0 = Math.min(x0, g.i[k]); y0 = Math.min(y0, g.j[k]); x1 = Math.max(x1, g.i[k] + 1); y1 = Math.max(y1, g.j[k] + 1);
+    }
+    return [x0 / g.level, y0 / g.level, x1 / g.level, y1 / g.level];
+  }
+
   // The grid of a level if loaded; otherwise starts loading it and returns null.
   grid(level) {
     const g = this.grids.get(level);

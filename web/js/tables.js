@@ -52,6 +52,7 @@ export class Grid {
     }
     // Density on a log scale: a few huge cells should not wash out the rest of the map.
     this.heat = new Float32Array(n);
+    this.maxCount = max;
     const logMax = Math.log1p(max);
     for (let k = 0; k < n; k++) this.heat[k] = Math.log1p(this.count[k]) / logMax;
     this.tile = sprites ? sprites.tile : 0;
