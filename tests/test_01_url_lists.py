@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from common import metadata_parts
+from common import filter_file, metadata_parts
 from common.columns import row_id
 from common.paths import DataTree
 from common.url_lists import split_cell
@@ -87,7 +87,7 @@ def test_polars_and_pyarrow_give_the_same_parts(tmp_path, monkeypatch):
     for engine in ("polars", "pyarrow"):
         monkeypatch.setenv("CITY_IDENTITY_PARQUET_ENGINE", engine)
         writers: list = []
-        monkeypatch.setattr(step, "PartWriter", lambda *a, seen=writers: seen.append(a) or metadata_parts.PartWriter(*a))
+        monkeypatch.setattr(filter_file, "PartWriter", lambda *a, seen=writers: seen.append(a) or metadata_parts.PartWriter(*a))
         assert run(tmp_path / engine, src) == 0
         used[engine] = "pyarrow" if writers else "polars"
     assert used == {"polars": "polars", "pyarrow": "pyarrow"}  # each path really ran

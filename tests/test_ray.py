@@ -260,7 +260,7 @@ def test_05_a_model_actor_killed_mid_shard_restarts_and_the_shards_are_right(ray
 
 @pytest.mark.parametrize("extra, expected", [
     (["--workers", "0"], "--workers must be at least 1"),
-    (["--input_dir", "/nonexistent/rows"], "03_clean_metadata.py"),
+    (["--input_dir", "/nonexistent/rows"], "01_download_and_filter.py"),
     (["--tags-vocab", "/nonexistent/vocab.txt"], "vocab"),
 ])
 def test_05_bad_inputs_give_the_same_one_line_errors_under_ray(ray_local, model_dir, tmp_path, capsys, extra,
