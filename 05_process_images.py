@@ -31,6 +31,7 @@ from common import embedding_reuse, embedding_shards as shards
 from common.cli import UserError, add_overwrite, add_ray, entrypoint, parser
 from common.clip import DEFAULT_VOCAB, TEMPLATES, load_clip, pick_device, read_vocab, resolve_model
 from common.concept_vectors import concept_vectors, tags_cache_file
+from common.cpu_eta import TimedClip
 from common.embed_shard import process_shard, shard_context
 from common.files import read_json, require_parts
 from common.paths import DataTree, stats_file
@@ -145,13 +146,15 @@ def totals(tree: DataTree) -> Counter:
 
 
 # ---------------------------------------------------------------------------- the run
-def plan(args, tree: DataTree, parts: list[Path], meta: dict, stats: StepStats) -> tuple[list[int], list[int]]:
-    """(shards to do, finished shards skipped), without loading the model."""
-    todo, skipped = [], []
+def plan(args, tree: DataTree, parts: list[Path], meta: dict, stats: StepStats) -> tuple[list[int], list[int], int]:
+    """(shards to do, finished shards skipped, rows in the shards to do), without loading the model."""
+    todo, skipped, todo_rows = [], [], 0
     for n, table in shards.iter_input_shards(parts, args.shard_size, args.limit):
         stats.rows_in += table.num_rows
-        (skipped if shards.shard_done(tree, n, table, meta, args.overwrite) else todo).append(n)
-    return todo, skipped
+        done = shards.shard_done(tree, n, table, meta, args.overwrite)
+        (skipped if done else todo).append(n)
+        todo_rows += 0 if done else table.num_rows
+    return todo, skipped, todo_rows
 
 
 def prepare_reuse(args, tree: DataTree, todo: list[int], skipped: list[int], model: tuple):
@@ -168,9 +171,10 @@ def prepare_reuse(args, tree: DataTree, todo: list[int], skipped: list[int], mod
     return reuse, past_end
 
 
-def run_shards(args, tree: DataTree, parts: list[Path], todo: list[int], clip, reuse) -> Counter:
+def run_shards(args, tree: DataTree, parts: list[Path], todo: list[int], clip, todo_rows: int, reuse) -> Counter:
     if not clip.device.startswith("cuda"):
-        print("CLIP runs on the CPU: expect a few images per second for ViT-L/14 (a CUDA GPU is ~100x faster)")
+        print("CLIP runs on the CPU (a CUDA GPU is ~100x faster): the time it takes is measured on the first batch")
+        clip = TimedClip(clip, todo_rows)
     ctx = shard_context(args, tree, clip, reuse)
     run, memo, wanted = Counter(), {}, set(todo)
     try:
@@ -216,7 +220,7 @@ def main(argv=None) -> int:
     if args.ray is None:
         pick_device(args.device)  # under --ray the cluster's GPUs decide (common/ray_runner.py)
     stats = StepStats("05_process_images")
-    todo, skipped = plan(args, tree, parts, {"model": name, "pretrained": pretrained}, stats)
+    todo, skipped, todo_rows = plan(args, tree, parts, {"model": name, "pretrained": pretrained}, stats)
     reuse, removed = prepare_reuse(args, tree, todo, skipped, (name, pretrained))
     if skipped:
         print(f"skipped {len(skipped):,} finished shard(s) ({', '.join(f'{n:05d}' for n in skipped[:10])}"
@@ -232,7 +236,7 @@ def main(argv=None) -> int:
         embedding_reuse.finish(tree)
         return finish(args, tree, stats, clip, run, skipped, tags)
     clip = load_clip(name, pretrained, args.device)
-    run = run_shards(args, tree, parts, todo, clip, reuse)
+    run = run_shards(args, tree, parts, todo, clip, todo_rows, reuse)
     return finish(args, tree, stats, clip, run, skipped, write_tags(tree, clip, key))
 
 

@@ -39,6 +39,10 @@ DEFAULT_SEED = 42
 # copy and random-projection forest): 2.0 GB at 100k, ~14 GB at 1M; with PCA to 64 (and the PCA start
 # past layout.SPECTRAL_MAX_ROWS) 1.3 GB at 100k and 6.0 GB at 1M
 AUTO_PCA, AUTO_PCA_ROWS = 64, 200_000
+RANDOM_WEIGHTS = "none"  # step 05's pretrained tag for random weights
+# with random weights an image's nearest concept is chance: "homeless person" would be invented meaning
+RANDOM_NOTE = ("CLIP ran with random weights (--pretrained none): the layout means nothing and cluster names "
+               "come from caption words alone")
 # flags that do not change the map: a re-run with other values still counts as "already done"
 NOT_MAP_PARAMS = {"data_dir", "overwrite", "device"}
 
@@ -146,8 +150,29 @@ def encode_concepts(model: str, pretrained: str, concepts: list[str], device: st
         free_clip(clip)
 
 
-def concept_table(tree: DataTree, a, dim: int) -> tuple[list[str] | None, np.ndarray | None]:
+def random_weights_model(tree: DataTree) -> str | None:
+    """The model step 05 ran with random weights (--pretrained none), else None."""
+    path = stats_file(tree.embeddings)
+    stats = read_json(path) if path.is_file() else {}
+    return str(stats.get("model")) if stats.get("pretrained") == RANDOM_WEIGHTS else None
+
+
+def label_source(tree: DataTree, a) -> dict:
+    """Where cluster names come from: concepts and caption words, or caption words alone (and why)."""
+    random_model = random_weights_model(tree)
+    if random_model:
+        return {"from": "caption words", "note": RANDOM_NOTE,
+                "why": f"step 05 embedded with random weights ({random_model}, --pretrained none)"}
     if a.no_concepts or a.label_concepts <= 0:
+        return {"from": "caption words", "note": None,
+                "why": "asked for with --no-concepts" if a.no_concepts else "--label-concepts 0"}
+    model, pretrained = model_of(tree)
+    return {"from": "concepts and caption words", "why": f"{model} ({pretrained})", "note": None}
+
+
+def concept_table(tree: DataTree, a, dim: int, source: dict) -> tuple[list[str] | None, np.ndarray | None]:
+    if source["from"] == "caption words":
+        print(f"naming clusters from caption words alone: {source['why']}")
         return None, None
     from common.clip import TEMPLATES, read_vocab
 
@@ -249,7 +274,8 @@ def main(argv=None) -> int:
         stats.drop(reason, n)
     if not len(data.ids):
         raise UserError(f"no usable embeddings in {tree.embeddings} (see the dropped counts): re-run step 05")
-    concepts, concept_vectors = concept_table(tree, a, data.vectors.shape[1])
+    labels_from = label_source(tree, a)
+    concepts, concept_vectors = concept_table(tree, a, data.vectors.shape[1], labels_from)
     stats_file(tree.projection).unlink(missing_ok=True)  # the old map's record goes first: never a mismatched pair
     timings, t0, degree, tag_nodes = {}, time.time(), None, None
     if a.layout == "network":
@@ -270,7 +296,8 @@ def main(argv=None) -> int:
                 images=len(labels), dims=int(data.vectors.shape[1]), clusters=len(names),
                 noise=int((labels < 0).sum()), min_cluster_size=min_cluster_size,
                 input_shards=[list(s) for s in data.shards], phase_seconds=timings,
-                peak_memory_mb=round(peak_mb, 1), cluster_names=[n.as_dict() for n in names], **info)
+                peak_memory_mb=round(peak_mb, 1), cluster_names=[n.as_dict() for n in names],
+                labels=labels_from, **info)
     print(f"{len(names):,} clusters, {int((labels < 0).sum()):,} images in none; "
           f"peak memory {peak_mb:,.0f} MB -> {tree.projection_file}")
     print(stats.summary())

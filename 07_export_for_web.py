@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title", default=None, help="title shown by the viewer and on the poster "
                    "(default: the data folder's name)")
     p.add_argument("--poster-size", "--poster_size", dest="poster_size", type=int, default=DEFAULT_POSTER,
-                   help=f"side of map.png in px, e.g. 8000 for print (default {DEFAULT_POSTER}; 0: no poster)")
+                   help=f"long side of map.png in px (cropped to the data), e.g. 8000 for print "
+                        f"(default {DEFAULT_POSTER}; 0: no poster)")
     p.add_argument("--sprite-tile", "--sprite_tile", dest="sprite_tile", type=int, default=sprites.TILE,
                    help=f"side of one image in the sprite sheets, px (default {sprites.TILE})")
     p.add_argument("--gephi", action=argparse.BooleanOptionalAction, default=True,
@@ -178,7 +179,15 @@ def read_rows(args, tree: DataTree, stats: StepStats):
     return rows, category_source, thumbnails(args, tree, rows)
 
 
-def write_files(args, tree: DataTree, rows, levels: dict, cluster_list: list[dict]) -> tuple[dict, list[str]]:
+def label_source(tree: DataTree) -> dict:
+    """Where step 06's cluster names come from, and the note a reader must see (random weights)."""
+    path = stats_file(tree.projection)
+    labels = read_json(path).get("labels") if path.is_file() else None
+    return labels or {"from": None, "note": None}
+
+
+def write_files(args, tree: DataTree, rows, levels: dict, cluster_list: list[dict],
+                labels: dict) -> tuple[dict, list[str]]:
     """Everything but the manifest; returns the sprite sheets' description and every file written."""
     sprite_meta, files = write_sprites(args, tree, rows, levels)
     for size, level in levels.items():
@@ -190,9 +199,11 @@ def write_files(args, tree: DataTree, rows, levels: dict, cluster_list: list[dic
         files += write_gephi(args, tree, rows, levels)
     if args.poster_size:
         drawn = poster.draw_poster(tree.poster_file, args.poster_size, levels, rows.has_thumb, rows.ids,
-                                   tree.export_thumbnail, cluster_list, args.title)
+                                   tree.export_thumbnail, cluster_list, args.title, labels.get("note"))
         files.append(tree.poster_file.name)
-        print(f"poster: {drawn['images']:,} images at level {drawn['level']} -> {tree.poster_file}")
+        width, height = drawn["size"]
+        print(f"poster: {drawn['images']:,} images at level {drawn['level']}, {len(drawn['labels']):,} cluster "
+              f"labels, {width:,} x {height:,} px -> {tree.poster_file}")
     files += web_export.copy_viewer(Path(args.web_dir), tree.export)
     removed = web_export.remove_stale(tree.export, set(files), ("rows", "sprites"))
     if removed:
@@ -219,7 +230,8 @@ def main(argv=None) -> int:
     levels = grid.build_levels(rows.x, rows.sy, rows.has_thumb, rows.cluster, index, args.levels)
     grid.assign_sprites(levels, rows.has_thumb)
     cluster_list = web_export.clusters(rows)
-    sprite_meta, files = write_files(args, tree, rows, levels, cluster_list)
+    labels = label_source(tree)
+    sprite_meta, files = write_files(args, tree, rows, levels, cluster_list, labels)
 
     stats.rows_out = len(rows)
     stats.write(tree.export, params, packages=("numpy", "Pillow", "networkx"), inputs=inputs,
@@ -227,7 +239,7 @@ def main(argv=None) -> int:
     doc = web_export.manifest(args.title, len(rows), levels, sprite_meta, cluster_list,
                               sorted(set(rows.category.tolist())),
                               {**params, "representative": method, "categories": category_source},
-                              files + ["_stats.json"], export_thumbs.THUMB_SIZE, web_export.extent(rows))
+                              files + ["_stats.json"], export_thumbs.THUMB_SIZE, web_export.extent(rows), labels)
     write_json(doc, tree.manifest_file)
     print(stats.summary() + f"; {thumb_outcomes['without a thumbnail']:,} rows without a thumbnail")
     print(f"open the map: python -m http.server -d {tree.export} 8000   (then http://localhost:8000/)")

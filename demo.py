@@ -15,6 +15,7 @@ the Miro plan without a token.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.server
 import importlib
 import re
@@ -29,6 +30,7 @@ from sample.images import demo_image
 from sample.relaion import write_relaion_parquet
 
 DEFAULT_DATA_DIR = Path("data/demo")
+DEFAULT_MODEL = "ViT-B-32"
 DEAD_LINK_EVERY = 11
 IMAGE_PATH_RE = re.compile(r"^/img/s\d+-(\d+)\.jpg$")
 
@@ -55,14 +57,20 @@ class ImageHost(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def resolve_everything_to_loopback() -> None:
-    """The sample's hosts (and any other) are answered by the local image host, never the internet."""
+@contextlib.contextmanager
+def everything_resolves_to_loopback():
+    """The sample's hosts (and any other) are answered by the local image host, never the internet;
+    name lookups work as before once the demo ends."""
     real = socket.getaddrinfo
 
     def getaddrinfo(host, port, *args, **kwargs):
         return real("127.0.0.1", port, *args, **kwargs)
 
     socket.getaddrinfo = getaddrinfo
+    try:
+        yield
+    finally:
+        socket.getaddrinfo = real
 
 
 def start_image_host() -> tuple[http.server.ThreadingHTTPServer, str]:
@@ -74,14 +82,14 @@ def start_image_host() -> tuple[http.server.ThreadingHTTPServer, str]:
 # -----------------------------------------------------------------------------
 # the steps
 
-def steps(data_dir: str, source: Path, city: str) -> list[tuple[str, list[str]]]:
+def steps(data_dir: str, source: Path, city: str, model: str = DEFAULT_MODEL) -> list[tuple[str, list[str]]]:
     d = ["--data-dir", data_dir]
     return [
         ("01_download_and_filter", d + ["--source", str(source), "--keywords", city]),
         ("02_analyze_text", d + ["--city", city]),
         ("03_clean_metadata", d + ["--exclude", "football", "soccer", "jersey", "stadium", "fútbol"]),
         ("04_analyze_urls", d),
-        ("05_process_images", d + ["--model", "ViT-B-32", "--pretrained", "none", "--allow-private-hosts",
+        ("05_process_images", d + ["--model", model, "--pretrained", "none", "--allow-private-hosts",
                                    "--timeout", "5", "--retries", "1"]),
         ("06_reduce_dimensionality", d + ["--neighbors", "15"]),
         ("07_export_for_web", d + ["--poster-size", "2000", "--allow-private-hosts"]),
@@ -96,28 +104,35 @@ def run_step(module: str, argv: list[str]) -> None:
         raise SystemExit(f"demo stopped: {module} exited with {rc}")
 
 
+def run_all(args, base_url: str) -> None:
+    source = Path(args.data_dir) / "source" / "relaion-sample.parquet"
+    # the image host's port changes every run, so the sample is rebuilt and the steps redo their work
+    port = base_url.rsplit(":", 1)[1]
+    write_relaion_parquet(source, args.rows, city=args.city, image_base_url=f"http://{{host}}:{port}",
+                          language=True)
+    print(f"sample: {args.rows:,} rows in {source}, images served from {base_url}")
+    for module, step_argv in steps(args.data_dir, source, args.city, args.model):
+        run_step(module, step_argv + ["--overwrite"] if module != "08_upload_to_miro" else step_argv)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", "--data_dir", dest="data_dir", default=str(DEFAULT_DATA_DIR),
                    help=f"where the sample and every step's output go (default: {DEFAULT_DATA_DIR})")
     p.add_argument("--rows", type=int, default=6_000, help="rows in the generated source file (default 6,000)")
     p.add_argument("--city", default="Madrid", help="the city the sample's captions name (default Madrid)")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"open_clip model for step 05, always with random weights (default {DEFAULT_MODEL})")
     args = p.parse_args(argv)
 
     started = time.time()
-    resolve_everything_to_loopback()
     server, base_url = start_image_host()
     try:
-        source = Path(args.data_dir) / "source" / "relaion-sample.parquet"
-        # the image host's port changes every run, so the sample is rebuilt and the steps redo their work
-        port = base_url.rsplit(":", 1)[1]
-        write_relaion_parquet(source, args.rows, city=args.city, image_base_url=f"http://{{host}}:{port}",
-                              language=True)
-        print(f"sample: {args.rows:,} rows in {source}, images served from {base_url}")
-        for module, step_argv in steps(args.data_dir, source, args.city):
-            run_step(module, step_argv + ["--overwrite"] if module != "08_upload_to_miro" else step_argv)
+        with everything_resolves_to_loopback():
+            run_all(args, base_url)
     finally:
         server.shutdown()
+        server.server_close()
 
     tree = DataTree.at(args.data_dir)
     print(f"\ndemo finished in {time.time() - started:,.0f}s. Outputs:")

@@ -111,7 +111,7 @@ def remove_stale(export: Path, keep: set[str], folders: tuple[str, ...]) -> int:
 
 def manifest(title: str, n_rows: int, levels: dict[int, Level], sprites: dict, cluster_list: list[dict],
              categories: list[str], parameters: dict, files: list[str], thumb_size: int,
-             box: list[float] | None = None) -> dict:
+             box: list[float] | None = None, labels: dict | None = None) -> dict:
     return {
         "version": CONTRACT_VERSION,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -124,6 +124,8 @@ def manifest(title: str, n_rows: int, levels: dict[int, Level], sprites: dict, c
         "sprites": {str(k): v for k, v in sorted(sprites.items())},
         "row_tiles": {"n": ROW_TILES, "pattern": ROW_TILE_PATTERN},
         "clusters": cluster_list,
+        # where the cluster names come from; `note` is shown to every reader (e.g. random weights)
+        "labels": {"from": (labels or {}).get("from"), "note": (labels or {}).get("note")},
         "categories": categories,
         "parameters": parameters,
         "files": sorted(files),

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import ipaddress
+import os
 import socket
 import sys
 from pathlib import Path
@@ -17,6 +18,19 @@ if str(ROOT) not in sys.path:
 def load_step(name: str):
     """Import a numbered step script, e.g. load_step("01_download_and_filter")."""
     return importlib.import_module(name)
+
+
+def in_ci() -> bool:
+    """True when the CI variable is set (as CI services set it, and .ci/run does)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def missing(what: str) -> None:
+    """A tool a test needs is not here: skip on a researcher's machine, fail in CI, where a skipped
+    test would let the run pass without the code under test ever running."""
+    if in_ci():
+        pytest.fail(f"CI is set, so this cannot be skipped: {what}", pytrace=False)
+    pytest.skip(what)
 
 
 def _is_loopback(address) -> bool:

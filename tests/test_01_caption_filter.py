@@ -8,6 +8,7 @@ import pytest
 import pyarrow.parquet as pq
 
 from common import polars_parts
+from tests.conftest import missing
 from common.caption_filter import CaptionMatcher, _needle, build_matcher
 from common.match import compile_keywords, first_match
 from common.metadata_parts import output_schema
@@ -85,7 +86,7 @@ def test_empty_and_all_null_columns_match_nothing():
 def test_polars_path_keeps_the_rows_python_regex_keeps(keywords, mode, case_sensitive, tmp_path):
     """Rust's regex engine (polars) reads the patterns as Python and RE2 do, keyword order included."""
     if polars_parts.polars() is None:
-        pytest.skip("polars is not installed (or too old): the pyarrow path is the only one")
+        missing("polars is not installed (or too old): the pyarrow path is the only one")
     src = tmp_path / "src.parquet"
     pq.write_table(pa.table({"url": [f"http://img.test/{i}.jpg" for i in range(len(TRICKY))], "caption": TRICKY}), src)
     matcher = build_matcher(keywords, mode, case_sensitive)

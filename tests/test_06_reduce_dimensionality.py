@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +25,17 @@ CONCEPTS = ["harbour", "cathedral", "street market", "park", "skyline", "bridge"
             "beach", "museum", "stadium", "night", "snow"]
 CLUSTER_CONCEPTS = ["harbour", "cathedral", "park", "snow"]
 CAPTION_WORDS = {"harbour": "boats", "cathedral": "gothic", "park": "picnic", "snow": "winter"}
+
+
+def without_cuml(mp) -> None:
+    """This machine as one without cuML, whatever is installed: the backend choice, the log line and
+    the stats these tests check are the CPU path's."""
+    mp.setitem(sys.modules, "cuml", None)  # find_spec finds nothing and `import cuml` fails
+
+
+@pytest.fixture(autouse=True)
+def no_cuml(monkeypatch):
+    without_cuml(monkeypatch)
 
 
 def concept_vectors() -> np.ndarray:
@@ -47,7 +59,8 @@ def clustered_vectors(per_cluster: int, seed: int = 0) -> tuple[np.ndarray, np.n
     return x / np.linalg.norm(x, axis=1, keepdims=True), np.array(truth)
 
 
-def write_step05(root, vectors, captions, shard_rows=10_000, failed_per_shard=1, model="ViT-B-32"):
+def write_step05(root, vectors, captions, shard_rows=10_000, failed_per_shard=1, model="ViT-B-32",
+                 pretrained="laion2b_s34b_b79k"):
     """embeddings-NNNNN.npy + index-NNNNN.parquet (with failed rows in between) + _stats.json."""
     tree = DataTree.at(root)
     tree.embeddings.mkdir(parents=True, exist_ok=True)
@@ -64,7 +77,7 @@ def write_step05(root, vectors, captions, shard_rows=10_000, failed_per_shard=1,
         pq.write_table(table, tree.index_file(n))
         np.save(tree.embeddings_file(n), chunk.astype(np.float16))
         ids += [row_id(u) for u in urls]
-    stats_file(tree.embeddings).write_text(json.dumps({"model": model, "pretrained": "none"}))
+    stats_file(tree.embeddings).write_text(json.dumps({"model": model, "pretrained": pretrained}))
     return ids
 
 
@@ -101,6 +114,7 @@ def run(argv) -> tuple[int, str, str]:
 def umap_map(tmp_path_factory):
     """One UMAP map of 4 well-separated clusters (2 shards), made twice with the same seed."""
     mp = pytest.MonkeyPatch()
+    without_cuml(mp)
     mp.setattr(step, "encode_concepts",
                lambda m, p, concepts, d: concept_vectors()[[CONCEPTS.index(c) for c in concepts]])
     x, truth = clustered_vectors(per_cluster=60)
@@ -157,6 +171,31 @@ def test_without_cuml_auto_backend_falls_back_to_umap_learn_and_says_so(umap_map
     named = {c["label"]: c for c in stats["cluster_names"]}
     assert named["harbour: boats"]["concepts"][0]["concept"] == "harbour"
     assert named["harbour: boats"]["terms"][0] == {"term": "boats", "score": pytest.approx(0.7, abs=0.3)}
+
+
+def test_random_weights_name_clusters_from_caption_words_alone_and_say_so(tmp_path, fake_text_model):
+    x, truth = clustered_vectors(per_cluster=40)
+    write_step05(tmp_path, x, captions_for(truth), pretrained="none")
+    code, out, err = run(["--data-dir", str(tmp_path), "--vocab", str(write_vocab(tmp_path / "v.txt")),
+                          "--neighbors", "15"])
+    assert code == 0, err
+    assert "naming clusters from caption words alone: step 05 embedded with random weights (ViT-B-32, " \
+           "--pretrained none)" in out
+    assert fake_text_model == []  # no concept was embedded, so none can name a cluster
+    stats = json.loads(stats_file(DataTree.at(tmp_path).projection).read_text())
+    assert stats["labels"] == {"from": "caption words", "note": step.RANDOM_NOTE,
+                               "why": "step 05 embedded with random weights (ViT-B-32, --pretrained none)"}
+    assert all(not c["concepts"] for c in stats["cluster_names"])
+    labels = set(pq.read_table(DataTree.at(tmp_path).projection_file).column("cluster_label").to_pylist()) - {None}
+    assert labels and not any(concept in label for label in labels for concept in CONCEPTS)
+    assert {label.split(", ")[0] for label in labels} <= set(CAPTION_WORDS.values())  # "boats", not "harbour"
+
+
+def test_trained_weights_name_clusters_with_concepts_and_record_it(umap_map):
+    _, runs = umap_map
+    stats = json.loads(stats_file(DataTree.at(runs[0]["root"]).projection).read_text())
+    assert stats["labels"] == {"from": "concepts and caption words", "note": None,
+                               "why": "ViT-B-32 (laion2b_s34b_b79k)"}
 
 
 def test_rerun_with_same_parameters_skips(umap_map):
@@ -296,7 +335,7 @@ def test_concept_vectors_are_computed_once_per_model_and_vocabulary(tmp_path, fa
     assert run(argv)[0] == 0
     code, out, _ = run(argv + ["--dist", "0.2", "--overwrite"])
     assert code == 0 and ", read from the cache" in out
-    assert fake_text_model == [("ViT-B-32", "none", CONCEPTS)]
+    assert fake_text_model == [("ViT-B-32", "laion2b_s34b_b79k", CONCEPTS)]
     write_vocab(vocab).write_text("harbour\nsnow\n")
     code, out, _ = run(argv + ["--overwrite"])
     assert code == 0 and "read from the cache" not in out

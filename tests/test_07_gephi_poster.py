@@ -114,7 +114,7 @@ def test_poster_has_the_requested_size_and_draws_images(tmp_path, capsys):
     assert run(tree, "--poster-size", "800", "--no-gephi") == 0
     assert "poster: " in capsys.readouterr().out
     with Image.open(tree.poster_file) as im:
-        assert im.size == (800, 800)
+        assert max(im.size) == 800  # the long side; the other follows the data's extent
         pixels = np.asarray(im.convert("RGB")).reshape(-1, 3)
     white = np.all(pixels == 255, axis=1).mean()
     assert 0.3 < white < 0.995  # mostly background, but images were drawn
@@ -147,20 +147,3 @@ def test_private_hosts_are_refused_without_the_flag(tmp_path, image_server):  # 
     stats = json.loads((tree.export / "_stats.json").read_text())
     assert stats["thumbnails"]["download private_address"] == 3
     assert not image_server.hits("/img/")
-
-
-def test_poster_labels_at_the_map_edge_are_moved_inwards_not_cut_off():
-    from PIL import ImageDraw
-
-    from common.poster import _draw_labels, font
-
-    canvas = Image.new("RGB", (400, 400), "white")
-    labels = ["a long cluster label: words, words", "another long label at the right edge"]
-    clusters = [{"label": labels[0], "x": 0.0, "y": 0.5}, {"label": labels[1], "x": 1.0, "y": 0.8}]
-    _draw_labels(canvas, clusters, "", margin=20, map_px=360)
-    ink = np.asarray(canvas.convert("L")) < 128
-    width = ImageDraw.Draw(canvas).textlength
-    for label, row in zip(labels, (200, 308)):
-        cols = np.nonzero(ink[row - 8:row + 8].any(axis=0))[0]
-        assert cols.size, "the label was not drawn"
-        assert cols.max() - cols.min() >= 0.9 * width(label, font=font(12)), "the label was cut off"

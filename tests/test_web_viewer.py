@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import missing
 from tests.export_fixture import LEVELS, id_colour, make_export
 from tests.web_server import web_server  # noqa: F401
 
@@ -43,7 +44,7 @@ def server(export, web_server):  # noqa: F811
 @pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
-        pytest.skip(NO_CHROMIUM)
+        missing(NO_CHROMIUM)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -38,6 +38,7 @@ class Viewer {
       const sheets = manifest.sprites[String(first)]?.sheets || [];
       if (sheets.length <= 8) sheets.forEach((_, n) => this.store.sheet(first, n));
       this.panels.setTitle(manifest.title);
+      this.panels.setLabelsNote(manifest.labels && manifest.labels.note);
       this.panels.fillFilters(manifest, (filters) => { this.filters = filters; this.requestDraw(); });
       document.getElementById('search').addEventListener('input', debounce((e) => this.search.set(e.target.value), 200));
       this.panels.attachMapControls(() => this.fit(), (on) => { this.renderer.heat = on; this.requestDraw(); });

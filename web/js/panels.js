@@ -47,6 +47,13 @@ export class Panels {
     document.title = text;
   }
 
+  // what a reader must know about the cluster names, e.g. that random weights made them caption words only
+  setLabelsNote(note) {
+    const el = document.getElementById('labels-note');
+    el.textContent = note ? String(note) : '';
+    el.hidden = !note;
+  }
+
   fillFilters(manifest, onChange) {
     const cluster = document.getElementById('cluster');
     const category = document.getElementById('category');
