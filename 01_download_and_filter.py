@@ -10,8 +10,10 @@ first; a downloaded file is deleted once filtered unless --keep-downloads.
 Writes data/metadata/part-NNNNN.parquet, one per source file (NNNNN = the file's place in the
 sorted file list, in its subset's block: multi 0-9999, en 10000-19999, nolang 20000-29999), with
 the source's columns under internal names plus `id` (hash of the URL), `source_file`, `subset`
-and `matched_keyword`; then data/metadata/_stats.json (counts in total and per subset). A re-run
-skips finished files; Ctrl-C loses at most the files in progress.
+and `matched_keyword` (for --source collections also `post_id` and `image_index`: a cell
+listing several image URLs gives one row per image, see common/url_lists.py); then
+data/metadata/_stats.json (counts in total and per subset). A re-run skips finished files;
+Ctrl-C loses at most the files in progress.
 
 Example:
     python 01_download_and_filter.py --keywords Madrid madrileño --subset multi --limit 5
@@ -38,6 +40,7 @@ from common.metadata_parts import part_number, read_part_info, sum_parts
 from common.paths import DataTree, stats_file
 from common.sources import SourceError, SourceFile, expand_local, pick_columns, prefer_jemalloc, source_schema
 from common.stats import StepStats
+from common.url_lists import AUTO, NONE
 
 STEP = "01_download_and_filter"
 DEFAULT_SUBSET = "multi"
@@ -56,6 +59,10 @@ def build_parser():
     p.add_argument("--source", nargs="+", metavar="PATH", help="local parquet/CSV files, folders or globs instead of the Hub")
     p.add_argument("--url-column", "--url_column", dest="url_column", help="image URL column of --source files")
     p.add_argument("--caption-column", "--caption_column", dest="caption_column", help="caption column of --source files")
+    p.add_argument("--url-separator", "--url_separator", dest="url_separator", metavar="SEP",
+                   help="--source cells listing several image URLs (a post with several pictures): split them "
+                        "on SEP into one row per image; 'auto' (the default for --source) splits cells that read "
+                        "as comma-joined http(s) URLs; 'none' keeps every cell as one URL")
     p.add_argument("--match", default="word", help="word (whole word, the default), substring or regex")
     p.add_argument("--case-sensitive", "--case_sensitive", dest="case_sensitive", action="store_true",
                    help="match case exactly (default: case-insensitive)")
@@ -180,6 +187,18 @@ def write_stats(stats: StepStats, job: Job, args, where: str, reports: list[File
     return t
 
 
+def url_separator(args) -> str | None:
+    """How URL cells are split: `auto` for --source collections unless told, never for the Hub's rows."""
+    if args.url_separator == "":
+        raise UserError("--url-separator needs a separator (e.g. ',' or ' | '), 'auto' or 'none'")
+    if not args.source:
+        if args.url_separator not in (None, NONE):
+            raise UserError("--url-separator is for --source collections; RE-LAION rows hold one URL each")
+        return None
+    choice = args.url_separator or AUTO
+    return None if choice.lower() == NONE else (AUTO if choice.lower() == AUTO else choice)
+
+
 # ---------------------------------------------------------------------------- main
 @entrypoint
 def main(argv=None) -> int:
@@ -189,8 +208,11 @@ def main(argv=None) -> int:
     tree = DataTree.at(args.data_dir)
     matcher = build_matcher(args.keywords, args.match, args.case_sensitive)
     signature = {"keywords": matcher.keywords, "match": args.match, "case_sensitive": args.case_sensitive}
+    separator = url_separator(args)
+    if separator is not None:  # parts split otherwise are parts made with other settings
+        signature["url_separator"] = separator
     job = Job(tree, matcher, signature, args.url_column, args.caption_column,
-              keep_downloads=args.keep_downloads, workers=args.workers)
+              keep_downloads=args.keep_downloads, workers=args.workers, url_separator=separator)
     files, where = plan_sources(args, job)
     first_of = {src.repo: src.name for src in reversed(files) if src.repo}
     for repo, name in first_of.items():  # a gated repo whose terms are not accepted fails here, before anything changes

@@ -1,10 +1,14 @@
 """Step 05: download each image once, keep a thumbnail, embed it with CLIP, and tag it.
 
-Reads the cleaned rows of step 03 and, shard by shard, downloads every distinct URL (politely and
-safely: see common/fetch.py), keeps a thumbnail, embeds it with CLIP and records what happened to
-each row. Zero-shot tags from a shipped vocabulary make the image-tag network of the second recipe.
+Reads the cleaned rows of step 03 (or step 01's rows when step 03 has not run) and, shard by
+shard, downloads every distinct URL (politely and safely: see common/fetch.py), keeps a thumbnail,
+embeds it with CLIP and records what happened to each row. Zero-shot tags from a shipped
+vocabulary make the image-tag network of the second recipe.
+A re-run after re-cleaning reuses every vector already made with the same model, whatever shard
+its row falls in now (common/embedding_reuse.py): only new rows are fetched and embedded.
 
-Inputs:  data/metadata_cleaned/part-*.parquet (columns url, caption, ...; id added if missing)
+Inputs:  data/metadata_cleaned/part-*.parquet once step 03 finished, else data/metadata/part-*.parquet
+         (columns url, caption, ...; id added if missing)
 Outputs: data/images/<id>.jpg                        thumbnails, long side --thumb-size
          data/embeddings/embeddings-NNNNN.npy         float16, L2-normalised, one row per success
          data/embeddings/index-NNNNN.parquet          every row of the shard + status, error
@@ -23,7 +27,7 @@ from collections import Counter
 from functools import partial
 from pathlib import Path
 
-from common import embedding_shards as shards
+from common import embedding_reuse, embedding_shards as shards
 from common.cli import UserError, add_overwrite, add_ray, entrypoint, parser
 from common.clip import DEFAULT_VOCAB, TEMPLATES, load_clip, pick_device, read_vocab, resolve_model
 from common.concept_vectors import concept_vectors, tags_cache_file
@@ -31,6 +35,7 @@ from common.cpu_eta import TimedClip
 from common.embed_shard import process_shard, shard_context
 from common.files import read_json, require_parts
 from common.paths import DataTree, stats_file
+from common.reports import pick_input
 from common.stats import StepStats
 from common.tags import top_tags, write_tags_csv
 
@@ -41,7 +46,8 @@ SUCCESS = shards.SUCCESS
 def build_parser() -> argparse.ArgumentParser:
     p = parser(__doc__)
     a = p.add_argument
-    a("--input_dir", "--input-dir", dest="input_dir", help="cleaned rows (default: <data-dir>/metadata_cleaned)")
+    a("--input_dir", "--input-dir", dest="input_dir",
+      help="rows to process (default: <data-dir>/metadata_cleaned once step 03 finished, else <data-dir>/metadata)")
     a("--model", default=DEFAULT_MODEL, help="CLIP model: OpenAI name (ViT-L/14@336px), open_clip name "
       "(ViT-L-14-336 with --pretrained openai) or hf-hub:org/name (default: %(default)s)")
     a("--pretrained", help="open_clip weights tag or checkpoint file; 'none' = random weights for smoke "
@@ -91,7 +97,11 @@ def check_args(args) -> None:
 
 # ---------------------------------------------------------------------------- input shards
 def input_parts(tree: DataTree, input_dir: str | None) -> list[Path]:
-    return require_parts(Path(input_dir) if input_dir else tree.metadata_cleaned, "03_clean_metadata.py")
+    folder = pick_input(tree, input_dir)
+    why = "" if input_dir else (" (step 03's cleaned rows)" if folder == tree.metadata_cleaned
+                                else " (step 01's rows: step 03 has not run)")
+    print(f"05: reading {folder}{why}")
+    return require_parts(folder, "01_download_and_filter.py")
 
 
 # ---------------------------------------------------------------------------- tags and totals
@@ -147,11 +157,25 @@ def plan(args, tree: DataTree, parts: list[Path], meta: dict, stats: StepStats) 
     return todo, skipped, todo_rows
 
 
-def run_shards(args, tree: DataTree, parts: list[Path], todo: list[int], clip, todo_rows: int) -> Counter:
+def prepare_reuse(args, tree: DataTree, todo: list[int], skipped: list[int], model: tuple):
+    """(lookup of earlier vectors, shards removed): the shards to rewrite, and those past the input's
+    end (after rows were dropped), are retired into the lookup. A --limit trial leaves the latter alone."""
+    last = max(todo + skipped, default=-1)
+    past_end = [] if args.limit else [n for n in shards.finished_shards(tree) if n > last]
+    if past_end:
+        print(f"{len(past_end):,} shard(s) past the end of the input: their rows are gone or moved; removing them")
+    reuse = embedding_reuse.prepare(tree, todo, past_end, model, args.overwrite)
+    if len(reuse) or reuse.failures:
+        print(f"reusing earlier work: {len(reuse):,} embedded images and {len(reuse.failures):,} permanent "
+              f"failures ({', '.join(sorted(embedding_reuse.PERMANENT))}) from the same model")
+    return reuse, past_end
+
+
+def run_shards(args, tree: DataTree, parts: list[Path], todo: list[int], clip, todo_rows: int, reuse) -> Counter:
     if not clip.device.startswith("cuda"):
         print("CLIP runs on the CPU (a CUDA GPU is ~100x faster): the time it takes is measured on the first batch")
         clip = TimedClip(clip, todo_rows)
-    ctx = shard_context(args, tree, clip)
+    ctx = shard_context(args, tree, clip, reuse)
     run, memo, wanted = Counter(), {}, set(todo)
     try:
         for n, table in shards.iter_input_shards(parts, args.shard_size, args.limit):
@@ -159,6 +183,7 @@ def run_shards(args, tree: DataTree, parts: list[Path], todo: list[int], clip, t
                 run.update(process_shard(n, table, ctx, memo))
     finally:
         ctx["source"].fetcher.close()
+    embedding_reuse.finish(tree)  # every shard is written: the retired ones are no longer needed
     return run
 
 
@@ -173,10 +198,11 @@ def finish(args, tree: DataTree, stats: StepStats, clip, run: Counter, skipped: 
                 model=clip.name, pretrained=clip.pretrained, dim=clip.dim, device=clip.device,
                 statuses=dict(sorted(status.items())), shards_done=len(shards.finished_shards(tree)),
                 shards_skipped=len(skipped), downloaded=run["downloaded"], thumbnails_reused=run["cached"],
+                embeddings_reused=run["reused"], failures_reused=run["reused_failures"],
                 images_per_second=round(images / max(stats.seconds, 1e-9), 2), tags=tags)
     print(stats.summary())
-    print(f"{run['downloaded']:,} downloaded, {run['cached']:,} from cached thumbnails, {run['failed']:,} failed "
-          f"this run; {tags['edges']:,} tag edges in {tree.tags_file}")
+    print(f"{run['downloaded']:,} downloaded, {run['cached']:,} from cached thumbnails, {run['failed']:,} failed, "
+          f"{run['reused']:,} embeddings reused this run; {tags['edges']:,} tag edges in {tree.tags_file}")
     if not stats.rows_out:
         print("no image could be embedded: see the status counts above and index-*.parquet", file=sys.stderr)
         return 1
@@ -195,19 +221,22 @@ def main(argv=None) -> int:
         pick_device(args.device)  # under --ray the cluster's GPUs decide (common/ray_runner.py)
     stats = StepStats("05_process_images")
     todo, skipped, todo_rows = plan(args, tree, parts, {"model": name, "pretrained": pretrained}, stats)
+    reuse, removed = prepare_reuse(args, tree, todo, skipped, (name, pretrained))
     if skipped:
         print(f"skipped {len(skipped):,} finished shard(s) ({', '.join(f'{n:05d}' for n in skipped[:10])}"
               f"{', ...' if len(skipped) > 10 else ''}); --overwrite redoes them")
-    if not todo and tags_current(tree, key):
+    if not todo and not removed and tags_current(tree, key):
         print(f"nothing to do: all {len(skipped):,} shards finished and {tree.tags_file} is current")
         return 0
     if args.ray is not None:
         from common import ray_runner  # Ray is imported only when asked for
 
-        run, clip, tags = ray_runner.run_shards(args, tree, parts, todo, (name, pretrained), partial(write_tags, tree, key=key))
+        run, clip, tags = ray_runner.run_shards(args, tree, parts, todo, (name, pretrained), partial(write_tags, tree, key=key),
+                                                reuse)
+        embedding_reuse.finish(tree)
         return finish(args, tree, stats, clip, run, skipped, tags)
     clip = load_clip(name, pretrained, args.device)
-    run = run_shards(args, tree, parts, todo, clip, todo_rows)
+    run = run_shards(args, tree, parts, todo, clip, todo_rows, reuse)
     return finish(args, tree, stats, clip, run, skipped, write_tags(tree, clip, key))
 
 

@@ -14,6 +14,7 @@ from collections import Counter
 import pyarrow as pa
 
 from common import embedding_shards as shards
+from common.embedding_reuse import Reuse
 from common.download_embed import ImageSource, Outcome, embed_images, prepare_row, stack_in_order
 from common.fetch import Fetcher
 from common.paths import DataTree
@@ -29,9 +30,10 @@ def make_fetcher(args, input_size: int) -> Fetcher:
                    keep_bytes=args.keep_images, pool_size=args.workers)
 
 
-def shard_context(args, tree: DataTree, clip) -> dict:
-    """What process_shard needs besides the rows; close ctx["source"].fetcher when done."""
-    return {"tree": tree, "clip": clip, "workers": args.workers,
+def shard_context(args, tree: DataTree, clip, reuse: Reuse | None = None) -> dict:
+    """What process_shard needs besides the rows; close ctx["source"].fetcher when done. `reuse`:
+    earlier vectors and permanent failures by id (common/embedding_reuse.py), taken before any fetch."""
+    return {"tree": tree, "clip": clip, "workers": args.workers, "reuse": reuse or Reuse(),
             "batch_size": args.batch_size or (256 if clip.device.startswith("cuda") else 32),
             "meta": {"model": clip.name, "pretrained": clip.pretrained, "dim": clip.dim},
             "source": ImageSource(tree, make_fetcher(args, clip.input_size), args.thumb_size, clip.input_size,
@@ -47,10 +49,14 @@ def shard_items(table: pa.Table, memo: dict) -> dict[str, str]:
 def process_shard(n: int, table: pa.Table, ctx: dict, memo: dict) -> Counter:
     ids = table.column("id").to_pylist()
     todo = shard_items(table, memo)
+    reused, reused_failed = ctx.get("reuse", Reuse()).take(list(todo))  # earlier runs' work, whatever its shard
+    todo = {i: u for i, u in todo.items() if i not in reused and i not in reused_failed}
     outcomes, vectors, counts = embed_images(list(todo.items()), ctx["source"], ctx["clip"], ctx["workers"],
                                              ctx["batch_size"], desc=f"shard {n:05d}")
     memo.update({i: o for i, o in outcomes.items() if o.status != SUCCESS})  # failed once: not again this run
-    outcomes = {**memo, **outcomes}
+    outcomes = {**memo, **reused_failed, **{i: Outcome(SUCCESS) for i in reused}, **outcomes}
+    vectors.update(reused)
+    counts.update(reused=len(reused), reused_failures=len(reused_failed))
     status = [outcomes[i].status if i in outcomes else "bad_url" for i in ids]
     error = [outcomes[i].error if i in outcomes else "row has no URL" for i in ids]
     table = table.drop_columns([c for c in ("status", "error") if c in table.column_names])

@@ -33,6 +33,7 @@ class Job:
     token: str | None = field(default=None, repr=False)
     keep_downloads: bool = False
     workers: int = DEFAULT_WORKERS
+    url_separator: str | None = None  # common.url_lists: None keeps each URL cell whole
     stop: threading.Event = field(default_factory=threading.Event)
 
     def __getstate__(self) -> dict:  # an Event cannot cross processes: another process gets its own
@@ -65,11 +66,12 @@ def filter_into_part(path: Path, src: SourceFile, job: Job, report: FileReport) 
     schema = source_schema(path, src.name)
     url, caption = pick_columns(schema.names, src.name, job.url_column, job.caption_column)
     renames = rename_for_output(schema.names, job.url_column, job.caption_column)
-    out_schema = output_schema(schema, renames, src.subset)
+    out_schema = output_schema(schema, renames, src.subset, job.url_separator)
     part = job.tree.metadata_part(src.index)
     if not src.is_csv and polars_parts.usable(path, job.matcher, out_schema, renames):
         counts = polars_parts.write_part(path, src.name, part, job.matcher, caption, url, renames, out_schema,
-                                         lambda c: replace(report, **c).info(job.signature), job.stop, src.subset)
+                                         lambda c: replace(report, **c).info(job.signature), job.stop, src.subset,
+                                         job.url_separator)
         if counts is not None:
             for key, value in counts.items():
                 setattr(report, key, Counter(value) if key == "matched" else value)
@@ -84,7 +86,8 @@ def filter_into_part(path: Path, src: SourceFile, job: Job, report: FileReport) 
                 continue
             for k, n in enumerate(np.bincount(batch.which, minlength=len(keywords))):
                 report.matched[keywords[k]] += int(n)
-            table, dropped = output_table(batch.table, batch.which, keywords, src.name, renames, src.subset)
+            table, dropped = output_table(batch.table, batch.which, keywords, src.name, renames, src.subset,
+                                          job.url_separator)
             report.no_url += dropped
             writer.write(table)
         report.rows_written = writer.rows

@@ -28,9 +28,10 @@ import pyarrow.parquet as pq
 from common.cli import UserError
 from common.columns import ALIASES, LATER_COLUMNS, RELAION_SUBSETS, compose, find_column, row_ids, variant_renames
 from common.files import atomic_path, list_parts
+from common.url_lists import POST_COLUMNS, explode
 
 INFO_KEY = b"city_identity_explorer.step01"
-ADDED_COLUMNS = ("id", "source_file", "subset", "matched_keyword")
+ADDED_COLUMNS = ("id", "source_file", "subset", "matched_keyword", *POST_COLUMNS)
 SUBSET_BLOCK = 10_000  # part numbers per RE-LAION-5B subset (each has 128 files)
 
 
@@ -91,28 +92,37 @@ def valid_text(table: pa.Table) -> pa.Table:
 
 
 def output_table(matched: pa.Table, which: np.ndarray, keywords: list[str], source_name: str,
-                 renames: dict[str, str], subset: str | None = None) -> tuple[pa.Table, int]:
+                 renames: dict[str, str], subset: str | None = None,
+                 url_separator: str | None = None) -> tuple[pa.Table, int]:
     """(rows to write, rows dropped for having no URL): renamed, with id, source_file, subset (when
-    the file is from one) and matched_keyword."""
+    the file is from one) and matched_keyword (and, with a `url_separator`, one row per image with
+    post_id/image_index: common.url_lists)."""
     table = valid_text(matched.rename_columns([renames.get(n, n) for n in matched.column_names]))
-    url = table["url"]
-    has_url = pc.fill_null(pc.and_(pc.is_valid(url), pc.not_equal(url, "")), False)
-    dropped = len(table) - pc.sum(has_url).as_py() if len(table) else 0
-    if dropped:
-        table, which = table.filter(has_url), np.asarray(which)[has_url.to_numpy(zero_copy_only=False)]
+    post_columns = {}
+    if url_separator is not None:
+        table, which, dropped, post_columns = explode(table, which, url_separator)
+    else:
+        url = table["url"]
+        has_url = pc.fill_null(pc.and_(pc.is_valid(url), pc.not_equal(url, "")), False)
+        dropped = len(table) - pc.sum(has_url).as_py() if len(table) else 0
+        if dropped:
+            table, which = table.filter(has_url), np.asarray(which)[has_url.to_numpy(zero_copy_only=False)]
     urls = table["url"].cast(pa.string()).to_pylist()
     table = table.append_column("id", pa.array(row_ids(urls), pa.string()))
     table = table.append_column("source_file", pa.array([source_name] * len(table), pa.string()))
     if subset is not None:
         table = table.append_column("subset", pa.array([subset] * len(table), pa.string()))
     table = table.append_column("matched_keyword", pa.array(keywords, pa.string()).take(pa.array(which, pa.int32())))
+    for name, column in post_columns.items():
+        table = table.append_column(name, column)
     return table, dropped
 
 
-def output_schema(source: pa.Schema, renames: dict[str, str], subset: str | None = None) -> pa.Schema:
+def output_schema(source: pa.Schema, renames: dict[str, str], subset: str | None = None,
+                  url_separator: str | None = None) -> pa.Schema:
     """The part's columns; text is large_string, as polars writes it, so every part has one schema."""
     empty = source.empty_table()
-    table, _ = output_table(empty, np.empty(0, np.int32), [""], "", renames, subset)
+    table, _ = output_table(empty, np.empty(0, np.int32), [""], "", renames, subset, url_separator)
     return pa.schema([f.with_type(pa.large_string()) if pa.types.is_string(f.type) else f for f in table.schema],
                      metadata=table.schema.metadata)
 

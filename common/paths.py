@@ -118,6 +118,11 @@ class DataTree:
         return self.embeddings / f"index-{n:05d}.parquet"
 
     @property
+    def embeddings_previous(self) -> Path:
+        """Shards a run of 05 rewrites, kept until it ends so their vectors can be reused."""
+        return self.embeddings / ".previous"
+
+    @property
     def tags_file(self) -> Path:
         return self.embeddings / "tags.csv"
 

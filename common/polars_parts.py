@@ -35,10 +35,12 @@ from common.columns import row_ids
 from common.files import atomic_path
 from common.metadata_parts import INFO_KEY, read_part_info
 from common.sources import Stopped
+from common.url_lists import split_cell
 
 ENGINE_VARIABLE = "CITY_IDENTITY_PARQUET_ENGINE"  # "pyarrow" switches this path off
 _KEYWORD = "__matched_keyword"  # working column names, never written
 _ID = "__id"
+_POST, _INDEX = "__post_id", "__image_index"
 
 
 class _Fallback(Exception):
@@ -73,7 +75,8 @@ def usable(path: Path, matcher: CaptionMatcher, out_schema: pa.Schema, renames: 
 
 def write_part(path: Path, source_name: str, part: Path, matcher: CaptionMatcher, caption: str, url: str,
                renames: dict[str, str], out_schema: pa.Schema, info: Callable[[dict], dict],
-               stop: threading.Event | None = None, subset: str | None = None) -> dict | None:
+               stop: threading.Event | None = None, subset: str | None = None,
+               url_separator: str | None = None) -> dict | None:
     """Filter `path` into `part` in one streaming query; the counts, or None when polars could
     not do it (a file it cannot read, a footer that does not match the rows): the caller then
     redoes the file on the pyarrow path, which reads what polars cannot or says why the file is
@@ -81,7 +84,8 @@ def write_part(path: Path, source_name: str, part: Path, matcher: CaptionMatcher
 
     `info(counts)` turns the counts into the dict recorded in the part's footer; counts are
     rows_scanned, matched (per keyword), no_url and rows_written. `subset`, when given, fills the
-    `subset` column.
+    `subset` column. With a `url_separator`, each picture of a many-picture cell gets its own row
+    (common.url_lists), as on the pyarrow path.
     """
     pl = polars()
     keywords = matcher.keywords
@@ -108,6 +112,24 @@ def write_part(path: Path, source_name: str, part: Path, matcher: CaptionMatcher
         with lock:
             return {INFO_KEY.decode(): json.dumps(info(_snapshot(counts)), ensure_ascii=False)}
 
+    def posts(batch):
+        """The image URLs of each matched row (null where there is none), counting rows as it goes."""
+        if stop is not None and stop.is_set():
+            raise Stopped(source_name)
+        found = batch.struct.field(_KEYWORD).value_counts()
+        pieces = [split_cell(c, url_separator) or None for c in batch.struct.field(url).to_list()]
+        with lock:
+            for keyword, n in found.iter_rows():
+                counts["matched"][keyword] += n
+            counts["no_url"] += pieces.count(None)
+        return pl.Series(pieces, dtype=pl.List(pl.String))
+
+    def image_ids(urls):
+        out = row_ids(urls.to_list())
+        with lock:
+            counts["rows_written"] += len(out)
+        return pl.Series(out, dtype=pl.String)
+
     col = pl.col(caption)
     which = pl.when(col.str.contains(matcher.patterns[0].re2)).then(pl.lit(keywords[0]))
     for p in matcher.patterns[1:]:  # the first keyword, in the order given, that the caption names
@@ -118,16 +140,21 @@ def write_part(path: Path, source_name: str, part: Path, matcher: CaptionMatcher
              # the optimiser does not fold them into the reader's predicate, which would run them on every row)
              .filter(col.str.contains(matcher.literal_re()))
              .with_columns(which.alias(_KEYWORD))
-             .filter(pl.col(_KEYWORD).is_not_null())
-             # an empty URL is no URL (when/then streams; `replace` would hold the whole column)
-             .with_columns(pl.struct(pl.when(pl.col(url) != "").then(pl.col(url)), _KEYWORD)
-                           .map_batches(ids, return_dtype=pl.String, is_elementwise=True).alias(_ID))
-             .filter(pl.col(_ID).is_not_null())
-             .rename(renames)
-             .select(pl.exclude(_ID, _KEYWORD), pl.col(_ID).alias("id"),
+             .filter(pl.col(_KEYWORD).is_not_null()))
+    if url_separator is None:
+        # an empty URL is no URL (when/then streams; `replace` would hold the whole column)
+        query = (query.with_columns(pl.struct(pl.when(pl.col(url) != "").then(pl.col(url)), _KEYWORD)
+                                    .map_batches(ids, return_dtype=pl.String, is_elementwise=True).alias(_ID))
+                 .filter(pl.col(_ID).is_not_null()))
+        added = []
+    else:
+        query = _one_row_per_image(pl, query, url, posts, image_ids)
+        added = [pl.col(_POST).alias("post_id"), pl.col(_INDEX).alias("image_index")]
+    query = (query.rename(renames)
+             .select(pl.exclude(_ID, _KEYWORD, _POST, _INDEX), pl.col(_ID).alias("id"),
                      pl.lit(source_name, pl.String).alias("source_file"),
                      *([pl.lit(subset, pl.String).alias("subset")] if subset is not None else []),
-                     pl.col(_KEYWORD).alias("matched_keyword")))
+                     pl.col(_KEYWORD).alias("matched_keyword"), *added))
     try:
         with atomic_path(part) as tmp:
             try:
@@ -140,6 +167,22 @@ def write_part(path: Path, source_name: str, part: Path, matcher: CaptionMatcher
     except _Fallback:
         return None  # atomic_path has removed the half-made part
     return _snapshot(counts)
+
+
+def _one_row_per_image(pl, query, url: str, posts, image_ids):
+    """Split each URL cell into its pictures (post_id: hash of the cell; image_index: place in it)."""
+    pieces = "__pieces"
+    return (query
+            .with_columns(pl.struct(url, _KEYWORD).map_batches(posts, return_dtype=pl.List(pl.String),
+                                                               is_elementwise=True).alias(pieces),
+                          pl.col(url).map_batches(lambda s: pl.Series(row_ids(s.to_list()), dtype=pl.String),
+                                                  return_dtype=pl.String, is_elementwise=True).alias(_POST))
+            .filter(pl.col(pieces).is_not_null())
+            .with_columns(pl.int_ranges(0, pl.col(pieces).list.len(), dtype=pl.Int64).alias(_INDEX))
+            .explode([pieces, _INDEX])
+            .with_columns(pl.col(pieces).alias(url),
+                          pl.col(pieces).map_batches(image_ids, return_dtype=pl.String, is_elementwise=True).alias(_ID))
+            .drop(pieces))
 
 
 def _snapshot(counts: dict) -> dict:

@@ -241,9 +241,9 @@ class EmbedActor:
     """A process that holds the model (loaded on first use, again after a restart) and embeds
     whole shards from their stored thumbnails with the same process_shard as a threaded run."""
 
-    def __init__(self, args, tree, model: tuple[str, str | None], device: str, cwd: str):
+    def __init__(self, args, tree, model: tuple[str, str | None], device: str, cwd: str, reuse=None):
         _enter(cwd)
-        self.args, self.tree, self.model, self.device = args, tree, model, device
+        self.args, self.tree, self.model, self.device, self.reuse = args, tree, model, device, reuse
         self.ctx = None
 
     def _context(self) -> dict:
@@ -251,7 +251,7 @@ class EmbedActor:
             from common.clip import load_clip
             from common.embed_shard import shard_context
 
-            self.ctx = shard_context(self.args, self.tree, load_clip(*self.model, self.device))
+            self.ctx = shard_context(self.args, self.tree, load_clip(*self.model, self.device), self.reuse)
         return self.ctx
 
     def info(self) -> SimpleNamespace:
@@ -289,7 +289,7 @@ def _fetch_task(args, tree, items: dict, input_size: int, cwd: str):
         fetcher.close()
 
 
-def _embedders(ray, args, tree, model, cwd: str) -> list:
+def _embedders(ray, args, tree, model, cwd: str, reuse=None) -> list:
     """One actor per GPU of the cluster, or one per node on the CPU."""
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if args.device.startswith("cuda") and not gpus:
@@ -298,7 +298,7 @@ def _embedders(ray, args, tree, model, cwd: str) -> list:
     count = gpus if on_gpu else max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
     actor = ray.remote(num_gpus=1 if on_gpu else 0, num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES)
     cls = actor(EmbedActor)
-    return [cls.options(scheduling_strategy="SPREAD").remote(args, tree, model, "cuda" if on_gpu else "cpu", cwd)
+    return [cls.options(scheduling_strategy="SPREAD").remote(args, tree, model, "cuda" if on_gpu else "cpu", cwd, reuse)
             for _ in range(count)]
 
 
@@ -327,21 +327,26 @@ class _Claims:
         self.refs.pop(n, None)
 
 
-def run_shards(args, tree, parts: list, todo: list[int], model: tuple[str, str | None], tags_with_model):
-    """Step 05 on Ray: (counts of this run, the model's description, tags_with_model(clip)'s result)."""
+def run_shards(args, tree, parts: list, todo: list[int], model: tuple[str, str | None], tags_with_model,
+               reuse=None):
+    """Step 05 on Ray: (counts of this run, the model's description, tags_with_model(clip)'s result).
+    `reuse` (common/embedding_reuse.py): ids it knows are neither fetched nor embedded again."""
     from common.embed_shard import shard_items
+    from common.embedding_reuse import Reuse
+
+    reuse = reuse or Reuse()
 
     tree = type(tree)(Path(tree.root).absolute())
     with session(args.ray, tree.root) as ray:
         cwd = os.getcwd()
-        actors = _embedders(ray, args, tree, model, cwd)
+        actors = _embedders(ray, args, tree, model, cwd, reuse)
         infos = [unwrap(ray, a.info.remote()) for a in actors]  # loads every model now: a bad one fails here
         fetch = ray.remote(num_cpus=1, max_retries=RETRIES)(_fetch_task).options(name="05_fetch")
         in_flight = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
         run, pending, claims = Counter(), {}, _Claims()
         with tqdm(total=len(todo), desc="05 shards", unit="shard", disable=not todo) as bar:
             for n, table in _wanted_shards(args, parts, todo):
-                mine, shared = claims.claim(n, shard_items(table, {}))
+                mine, shared = claims.claim(n, reuse.unknown(shard_items(table, {})))
                 claims.refs[n] = fetch.remote(args, tree, mine, infos[0].input_size, cwd)
                 pending[actors[n % len(actors)].embed.remote(n, table, claims.refs[n], *shared)] = n
                 while len(pending) >= in_flight:

@@ -84,7 +84,7 @@ def test_output_keeps_source_columns_and_adds_id_source_file_keyword(tmp_path):
     t = read_parts(tmp_path / "d")
     assert t.column_names == ["url", "similarity", "hash", "pwatermark", "punsafe", "caption", "key", "laion_status",
                               "laion_error_message", "laion_width", "laion_height", "width", "height", "exif", "md5",
-                              "id", "source_file", "matched_keyword"]
+                              "id", "source_file", "matched_keyword", "post_id", "image_index"]
     assert t["id"].to_pylist() == [row_id(u) for u in t["url"].to_pylist()]
     assert set(t["matched_keyword"].to_pylist()) == {"madrid"}
 
@@ -339,7 +339,8 @@ def test_parquet_columns_that_clash_with_added_ones_keep_their_data_under_source
     t = read_parts(tmp_path / "d")
     # step 05 writes `status` on every row: the source's own keeps its data as source_status
     assert t.column_names == ["source_id", "url", "caption", "source_url", "source_status", "id", "source_file",
-                              "matched_keyword"]
+                              "matched_keyword", "post_id", "image_index"]
     assert t.to_pylist() == [{"source_id": "t1", "url": "http://a.test/x.jpg", "caption": "Madrid!",
                               "source_url": "http://page.test/1", "source_status": "posted", "id": row_id("http://a.test/x.jpg"),
-                              "source_file": str(src), "matched_keyword": "Madrid"}]
+                              "source_file": str(src), "matched_keyword": "Madrid",
+                              "post_id": row_id("http://a.test/x.jpg"), "image_index": 0}]

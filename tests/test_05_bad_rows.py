@@ -128,9 +128,9 @@ def step():
 
 
 def write_input(tree: DataTree, urls_: list[str]) -> None:
-    tree.metadata_cleaned.mkdir(parents=True, exist_ok=True)
+    tree.metadata.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.table({"url": urls_, "caption": [f"caption {i}" for i in range(len(urls_))]}),
-                   tree.cleaned_part(0))
+                   tree.metadata_part(0))
 
 
 def colour_args(tree: DataTree, tmp_path, *extra: str) -> list[str]:

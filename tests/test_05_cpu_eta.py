@@ -67,8 +67,8 @@ def test_step_05_on_the_cpu_prints_the_estimate_after_its_first_batch(image_serv
     step = load_step("05_process_images")
     urls = [image_server.add(f"p{i}.png", sample.in_format("png"), "image/png") for i in range(6)]
     tree = DataTree(tmp_path / "d")
-    tree.metadata_cleaned.mkdir(parents=True)
-    pq.write_table(pa.table({"url": urls, "caption": [f"c {i}" for i in range(6)]}), tree.cleaned_part(0))
+    tree.metadata.mkdir(parents=True)
+    pq.write_table(pa.table({"url": urls, "caption": [f"c {i}" for i in range(6)]}), tree.metadata_part(0))
     vocab = tmp_path / "tags.txt"
     vocab.write_text("red\nblue\n", encoding="utf-8")
     code = step.main(["--data-dir", str(tree.root), "--model", "tiny-test", "--pretrained", "none",

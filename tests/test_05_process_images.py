@@ -47,11 +47,11 @@ def step():
 
 
 def write_input(tree: DataTree, urls: list[str | None], parts: int = 1) -> None:
-    tree.metadata_cleaned.mkdir(parents=True, exist_ok=True)
+    tree.metadata.mkdir(parents=True, exist_ok=True)
     rows = [{"url": u, "caption": f"caption {i}", "width": 64} for i, u in enumerate(urls)]
     size = -(-len(rows) // parts)
     for p in range(parts):
-        pq.write_table(pa.Table.from_pylist(rows[p * size:(p + 1) * size]), tree.cleaned_part(p))
+        pq.write_table(pa.Table.from_pylist(rows[p * size:(p + 1) * size]), tree.metadata_part(p))
 
 
 def base_args(tree: DataTree, *extra: str) -> list[str]:
@@ -240,9 +240,9 @@ def test_bad_input_is_one_line_and_exit_2(step, image_server, tmp_path, capsys, 
 def test_missing_input_and_missing_url_column(step, tmp_path, capsys):
     tree = DataTree(tmp_path / "d")
     assert step.main(base_args(tree)) == 2
-    assert "run 03_clean_metadata.py first" in capsys.readouterr().err
-    tree.metadata_cleaned.mkdir(parents=True)
-    pq.write_table(pa.table({"caption": ["x"]}), tree.cleaned_part(0))
+    assert "run 01_download_and_filter.py first" in capsys.readouterr().err
+    tree.metadata.mkdir(parents=True)
+    pq.write_table(pa.table({"caption": ["x"]}), tree.metadata_part(0))
     assert step.main(base_args(tree)) == 2
     assert "the input has no URL column" in capsys.readouterr().err
 

@@ -180,9 +180,9 @@ def test_a_ray_without_the_recorded_entrypoint_hook_refuses_a_token_on_the_comma
 
 # ---------------------------------------------------------------------------- step 05
 def write_input(tree: DataTree, urls: list) -> None:
-    tree.metadata_cleaned.mkdir(parents=True, exist_ok=True)
+    tree.metadata.mkdir(parents=True, exist_ok=True)
     rows = [{"url": u, "caption": f"caption {i}"} for i, u in enumerate(urls)]
-    pq.write_table(pa.Table.from_pylist(rows), tree.cleaned_part(0))
+    pq.write_table(pa.Table.from_pylist(rows), tree.metadata_part(0))
 
 
 def run05(tree: DataTree, model_dir: str, *extra: str) -> int:
@@ -225,6 +225,25 @@ def test_05_ray_writes_the_same_shards_statuses_and_embeddings_as_threads(ray_lo
     assert pairs[0] == pairs[1]  # the same tags (confidences are floats of the embeddings above)
 
 
+def test_05_ray_after_dropping_rows_fetches_nothing_known_and_equals_a_fresh_run(ray_local, image_server, model_dir,
+                                                                                 tmp_path):
+    good = [image_server.add(f"r{i}.png", sample.png(size=(40 + i, 30)), "image/png") for i in range(8)]
+    urls = [*good, image_server.url("/status/404")]
+    tree, fresh = DataTree(tmp_path / "tree"), DataTree(tmp_path / "fresh")
+    write_input(tree, urls)
+    assert run05(tree, model_dir, "--shard-size", "3") == 0
+    hits = len(image_server.hits("/"))
+    kept = urls[:1] + urls[2:]  # the second row is cleaned away: every later row moves one place up
+    write_input(tree, kept)
+    assert run05(tree, model_dir, "--shard-size", "3", "--ray") == 0
+    assert len(image_server.hits("/")) == hits  # reused vectors and the known 404: nothing fetched
+    assert json.loads((tree.embeddings / "_stats.json").read_text())["embeddings_reused"] == 7
+    write_input(fresh, kept)
+    assert run05(fresh, model_dir, "--shard-size", "3") == 0
+    assert_same_shards(tree, fresh)
+    assert not tree.embeddings_previous.exists()
+
+
 def test_05_a_model_actor_killed_mid_shard_restarts_and_the_shards_are_right(ray_local, image_server, model_dir,
                                                                             tmp_path):
     urls = [image_server.url(f"/hold/{i}") for i in range(24)]
@@ -241,7 +260,7 @@ def test_05_a_model_actor_killed_mid_shard_restarts_and_the_shards_are_right(ray
 
 @pytest.mark.parametrize("extra, expected", [
     (["--workers", "0"], "--workers must be at least 1"),
-    (["--input_dir", "/nonexistent/rows"], "03_clean_metadata.py"),
+    (["--input_dir", "/nonexistent/rows"], "01_download_and_filter.py"),
     (["--tags-vocab", "/nonexistent/vocab.txt"], "vocab"),
 ])
 def test_05_bad_inputs_give_the_same_one_line_errors_under_ray(ray_local, model_dir, tmp_path, capsys, extra,
