@@ -2,15 +2,14 @@
 
 It is the picture the spreadsheet-and-Gephi recipe ends with, made without Gephi or a vector
 editor. Each cell of a grid level draws its representative; a cell with many rows draws it
-larger (log scale, so one huge cluster does not flatten the rest), the way the Miro board's
-"visual heatmap" does. The poster is cropped to the data's extent (its long side is the size
-asked for). Cluster labels never overlap each other or the title: each goes to the free spot
-nearest its cluster's median position that covers the fewest images, with a leader line back to
-that position when it had to move away.
+larger: the image's area grows with the cell's count and the densest cell fills its cell, as on
+the Miro board and in the web viewer, so the three show density alike. The poster is cropped to
+the data's extent (its long side is the size asked for). Cluster labels never overlap each other
+or the title: each goes to the free spot nearest its cluster's median position that covers the
+fewest images, with a leader line back to that position when it had to move away.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -24,7 +23,7 @@ from common.grid import Level
 from common.poster_labels import Box, place_labels
 
 TARGET_CELL_PX = 40       # the finest level whose cells are at least this big on the poster is drawn
-MIN_FRACTION = 0.35       # the sparsest cell's image side, as a fraction of the cell
+MIN_FRACTION = 0.25       # the smallest image side, as a fraction of the cell, so a lone image stays visible
 BACKGROUND = (255, 255, 255)
 FONT_FILES = ("/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf", "DejaVuSans-Bold.ttf")
 
@@ -45,8 +44,8 @@ def choose_level(levels: dict[int, Level], map_px: int) -> Level:
 
 
 def image_sides(count: np.ndarray, cell_px: float) -> np.ndarray:
-    top = math.log1p(max(int(count.max()), 1))
-    frac = MIN_FRACTION + (1 - MIN_FRACTION) * np.log1p(count) / top if top else np.ones(len(count))
+    densest = max(int(count.max()), 1) if len(count) else 1
+    frac = np.maximum(MIN_FRACTION, np.sqrt(np.asarray(count, dtype=float) / densest))
     return np.maximum(2, np.round(cell_px * frac)).astype(int)
 
 

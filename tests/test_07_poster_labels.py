@@ -131,3 +131,12 @@ def test_without_a_note_the_manifest_says_where_names_come_from_and_the_poster_h
     with Image.open(tree.poster_file) as im:
         orange = (np.abs(np.asarray(im.convert("RGB")).astype(int) - (170, 60, 0)).sum(axis=2) < 60)
     assert orange.sum() == 0
+
+
+def test_poster_image_area_grows_with_the_cells_count_as_on_miro_and_in_the_viewer():
+    from common.poster import MIN_FRACTION, image_sides
+
+    sides = image_sides(np.array([400, 100, 25, 1]), 200.0)
+    assert sides[0] == 200  # the densest cell fills its cell
+    assert sides[1] == 100 and sides[2] == 50  # a quarter of the count, a quarter of the area
+    assert sides[3] == round(200 * MIN_FRACTION)  # a lone image keeps a visible floor
