@@ -64,12 +64,38 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
             if address:
                 ray.init(address=address, runtime_env=env or None, log_to_driver=True)
             else:
-                ray.init(_node_ip_address=LOOPBACK, include_dashboard=False, num_cpus=num_cpus,
-                         runtime_env=env or None, log_to_driver=True)
+                with _lean_local_start(ray):
+                    ray.init(_node_ip_address=LOOPBACK, include_dashboard=False, num_cpus=num_cpus,
+                             runtime_env=env or None, log_to_driver=True)
     except ConnectionError as e:
         raise UserError(f"--ray {address}: no Ray cluster there ({str(e).splitlines()[0][:120]}): start one with "
                         "`ray start --head` and pass its address, or use --ray alone for this machine") from None
     return True
+
+
+# Ray's head processes that a private, fixed, one-node Ray has no use for: the autoscaler's monitor
+# (nothing to scale) and the API server, which with include_dashboard=False serves only usage
+# statistics, which ray.init switches off for the Ray it starts. Each is a Python process: seconds
+# of imports on a small machine, ray.init waiting for the API server, shutdown for the monitor.
+UNNEEDED_LOCAL_PROCESSES = ("start_monitor", "start_api_server")
+
+
+@contextmanager
+def _lean_local_start(ray):
+    """Start the local Ray without UNNEEDED_LOCAL_PROCESSES (Ray's own shutdown skips what never
+    started, as after `ray start --no-monitor`). A Ray whose internals differ starts in full."""
+    node = getattr(getattr(getattr(ray, "_private", None), "node", None), "Node", None)
+    saved = {name: vars(node)[name] for name in UNNEEDED_LOCAL_PROCESSES if name in vars(node or object)}
+    if len(saved) < len(UNNEEDED_LOCAL_PROCESSES):
+        yield
+        return
+    for name in saved:
+        setattr(node, name, lambda self, *args, **kwargs: None)
+    try:
+        yield
+    finally:
+        for name, method in saved.items():
+            setattr(node, name, method)
 
 
 def _is_token_flag(name: str) -> bool:
