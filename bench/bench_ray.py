@@ -12,7 +12,8 @@ Cluster estimate: the threaded runs' measured costs (CPU seconds per row filtere
 fetched and thumbnailed) turned into the time RE-LAION-5B's 384 files and 1M / 10M images take
 on N nodes, under the stated bandwidth, per-host and GPU assumptions (printed with the table).
 
-    python bench/bench_ray.py --files 8 --rows 400000 --images 600 --reps 3
+    python bench/bench_ray.py --files 8 --rows 400000 --images 2400 --reps 3     # small inputs
+    python bench/bench_ray.py --files 8 --rows 3000000 --images 600 --reps 3     # files of millions of rows
 """
 from __future__ import annotations
 
