@@ -153,3 +153,20 @@ def test_every_step_has_help_text_for_every_flag():
             continue
         missing = [a.option_strings[0] for a in build()._actions if a.option_strings and not a.help]
         assert not missing, f"{script}: flags without help text: {missing}"
+
+
+def anchors(text: str) -> set[str]:
+    """The anchors GitHub gives a Markdown file's headings."""
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"^#{1,6} (.*)$", re.sub(r"^```.*?^```", "", text, flags=re.S | re.M), flags=re.M)}
+
+
+@pytest.mark.parametrize("where", sorted(ALL_TEXTS))
+def test_links_between_readme_and_docs_lead_to_a_heading(where):
+    base = (ROOT / where).parent
+    broken = []
+    for target, anchor in re.findall(r"\]\(([^)#\s]*)#([^)\s]+)\)", ALL_TEXTS[where]):
+        path = (base / target).resolve() if target else ROOT / where
+        if path.suffix == ".md" and (not path.is_file() or anchor not in anchors(path.read_text(encoding="utf-8"))):
+            broken.append(f"{target}#{anchor}")
+    assert not broken, f"{where} links to headings that do not exist: {broken}"
