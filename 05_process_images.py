@@ -146,15 +146,22 @@ def totals(tree: DataTree) -> Counter:
 
 
 # ---------------------------------------------------------------------------- the run
-def plan(args, tree: DataTree, parts: list[Path], meta: dict, stats: StepStats) -> tuple[list[int], list[int], int]:
-    """(shards to do, finished shards skipped, rows in the shards to do), without loading the model."""
-    todo, skipped, todo_rows = [], [], 0
+def plan(args, tree: DataTree, parts: list[Path], meta: dict, stats: StepStats) -> tuple[list[int], list[int]]:
+    """(shards to do, finished shards skipped), without loading the model."""
+    todo, skipped = [], []
     for n, table in shards.iter_input_shards(parts, args.shard_size, args.limit):
         stats.rows_in += table.num_rows
-        done = shards.shard_done(tree, n, table, meta, args.overwrite)
-        (skipped if done else todo).append(n)
-        todo_rows += 0 if done else table.num_rows
-    return todo, skipped, todo_rows
+        (skipped if shards.shard_done(tree, n, table, meta, args.overwrite) else todo).append(n)
+    return todo, skipped
+
+
+def rows_to_embed(args, parts: list[Path], todo: list[int], reuse) -> int:
+    """Rows of the shards to do that no earlier run embedded or failed for good: what the model has left."""
+    wanted, left = set(todo), 0
+    for n, table in shards.iter_input_shards(parts, args.shard_size, args.limit):
+        if n in wanted:
+            left += len(reuse.unknown(dict(zip(table.column("id").to_pylist(), table.column("url").to_pylist()))))
+    return left
 
 
 def prepare_reuse(args, tree: DataTree, todo: list[int], skipped: list[int], model: tuple):
@@ -171,10 +178,10 @@ def prepare_reuse(args, tree: DataTree, todo: list[int], skipped: list[int], mod
     return reuse, past_end
 
 
-def run_shards(args, tree: DataTree, parts: list[Path], todo: list[int], clip, todo_rows: int, reuse) -> Counter:
+def run_shards(args, tree: DataTree, parts: list[Path], todo: list[int], clip, reuse) -> Counter:
     if not clip.device.startswith("cuda"):
         print("CLIP runs on the CPU (a CUDA GPU is ~100x faster): the time it takes is measured on the first batch")
-        clip = TimedClip(clip, todo_rows)
+        clip = TimedClip(clip, rows_to_embed(args, parts, todo, reuse))
     ctx = shard_context(args, tree, clip, reuse)
     run, memo, wanted = Counter(), {}, set(todo)
     try:
@@ -220,7 +227,7 @@ def main(argv=None) -> int:
     if args.ray is None:
         pick_device(args.device)  # under --ray the cluster's GPUs decide (common/ray_runner.py)
     stats = StepStats("05_process_images")
-    todo, skipped, todo_rows = plan(args, tree, parts, {"model": name, "pretrained": pretrained}, stats)
+    todo, skipped = plan(args, tree, parts, {"model": name, "pretrained": pretrained}, stats)
     reuse, removed = prepare_reuse(args, tree, todo, skipped, (name, pretrained))
     if skipped:
         print(f"skipped {len(skipped):,} finished shard(s) ({', '.join(f'{n:05d}' for n in skipped[:10])}"
@@ -236,7 +243,7 @@ def main(argv=None) -> int:
         embedding_reuse.finish(tree)
         return finish(args, tree, stats, clip, run, skipped, tags)
     clip = load_clip(name, pretrained, args.device)
-    run = run_shards(args, tree, parts, todo, clip, todo_rows, reuse)
+    run = run_shards(args, tree, parts, todo, clip, reuse)
     return finish(args, tree, stats, clip, run, skipped, write_tags(tree, clip, key))
 
 

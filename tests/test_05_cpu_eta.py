@@ -81,3 +81,21 @@ def test_step_05_on_the_cpu_prints_the_estimate_after_its_first_batch(image_serv
     assert m, out
     assert "faster on the CPU: --model ViT-B-32 --pretrained laion2b_s34b_b79k (15 GFLOPs" in out
     assert out.count("first batch:") == 1
+
+
+def test_the_estimate_counts_only_rows_that_earlier_runs_did_not_embed(image_server, tmp_path, capsys):  # noqa: F811
+    register()
+    step = load_step("05_process_images")
+    urls = [image_server.add(f"q{i}.png", sample.in_format("png"), "image/png") for i in range(10)]
+    tree = DataTree(tmp_path / "d")
+    tree.metadata.mkdir(parents=True)
+    pq.write_table(pa.table({"url": urls, "caption": [f"c {i}" for i in range(10)]}), tree.metadata_part(0))
+    vocab = tmp_path / "tags.txt"
+    vocab.write_text("red\nblue\n", encoding="utf-8")
+    argv = ["--data-dir", str(tree.root), "--model", "tiny-test", "--pretrained", "none", "--device", "cpu",
+            "--batch-size", "4", "--allow-private-hosts", "127.0.0.1", "--tags-vocab", str(vocab)]
+    assert step.main([*argv, "--limit", "2"]) == 0
+    capsys.readouterr()
+    assert step.main(argv) == 0  # a trial of 2 rows, then all 10: 8 to embed, 4 left after the first batch
+    out = capsys.readouterr().out
+    assert "the 4 rows left will take about" in out, out
