@@ -170,3 +170,10 @@ def test_links_between_readme_and_docs_lead_to_a_heading(where):
         if path.suffix == ".md" and (not path.is_file() or anchor not in anchors(path.read_text(encoding="utf-8"))):
             broken.append(f"{target}#{anchor}")
     assert not broken, f"{where} links to headings that do not exist: {broken}"
+
+
+@pytest.mark.parametrize("where", sorted(ALL_TEXTS))
+def test_repository_paths_the_readme_and_docs_name_exist(where):
+    named = {p.rstrip(".,)") for p in re.findall(r"\b(?:common|web|bench|tests|sample)/[\w./-]+", ALL_TEXTS[where])}
+    missing = sorted(p for p in named if "<" not in p and not (ROOT / p).exists())
+    assert not missing, f"{where} names {missing}, which this repository does not have"
