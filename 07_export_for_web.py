@@ -28,7 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common import export_rows, export_thumbs, gephi, grid, poster, sprites, web_export
+from common import grid
+from common.export import gephi, poster, sprites
+from common.export import rows as export_rows, thumbs as export_thumbs, web as web_export
 from common import embedding_means as em
 from common.cli import UserError, add_overwrite, entrypoint, parser
 from common.fetch import Fetcher

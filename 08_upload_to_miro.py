@@ -27,11 +27,11 @@ from datetime import date
 from tqdm import tqdm
 
 from common.cli import UserError, entrypoint, parser
-from common.miro import COST, CREDITS_PER_MINUTE, DEFAULT_API_URL, MiroBoard, MiroUnavailable, check_api_url
-from common.miro_ledger import Ledger
-from common.miro_plan import (Layout, Plan, board_id, choose_level, frame_item, image_items, label_items,
+from common.miro.client import COST, CREDITS_PER_MINUTE, DEFAULT_API_URL, MiroBoard, MiroUnavailable, check_api_url
+from common.miro.ledger import Ledger
+from common.miro.plan import (Layout, Plan, board_id, choose_level, frame_item, image_items, label_items,
                               load_manifest, read_grid)
-from common.miro_upload import Placer
+from common.miro.upload import Placer
 from common.paths import DataTree
 from common.stats import StepStats
 

@@ -108,7 +108,9 @@ def _thumbnails(tree: DataTree, ids, rng) -> None:
 def run_ours(tree: DataTree, poster_size: int) -> dict:
     step = importlib.import_module("07_export_for_web")
     from common import embedding_means as em
-    from common import export_rows, grid, poster, web_export
+    from common import grid
+    from common.export import poster
+    from common.export import rows as export_rows, web as web_export
 
     args = step.build_parser().parse_args(["--data-dir", str(tree.root), "--no-download-missing",
                                            "--poster-size", str(poster_size)])

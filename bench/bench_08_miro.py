@@ -37,7 +37,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common.miro import CREDITS_PER_MINUTE, MiroBoard  # noqa: E402
+from common.miro.client import CREDITS_PER_MINUTE, MiroBoard  # noqa: E402
 from tests.miro_server import BOARD, TOKEN, MiroState, start  # noqa: E402
 
 CREATE = 100
@@ -80,7 +80,7 @@ def run_ours(data: Path, server, concurrency: int) -> float:
 def run_naive(data: Path, server, cells: list[dict]) -> float:
     board = MiroBoard(TOKEN, BOARD, server.url)
     client = board.api.api_client
-    from common.miro import image_upload_request
+    from common.miro.client import image_upload_request
     from miro_api.models.fixed_ratio_geometry import FixedRatioGeometry
     from miro_api.models.position_change import PositionChange
     from miro_api.models.upload_file_from_device_data import UploadFileFromDeviceData

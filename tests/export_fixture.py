@@ -7,7 +7,7 @@ sheets, 16x16 row tiles, thumbnails, manifest.json (last), and a copy of web/. I
 Images are flat colours derived from the row id by default: cheap to make, and a pixel read back
 from the canvas can be traced to the row it came from. With `photos=N`, they are N distinct crops
 of scikit-learn's two sample photographs (china.jpg, flower.jpg), shared by the rows through hard
-links, and the sprite tiles are cut from them with step 07's own code (common/sprites.py), so
+links, and the sprite tiles are cut from them with step 07's own code (common/export/sprites.py), so
 what the viewer draws can be judged as pictures. The generator is vectorised so 1M rows take
 seconds, not minutes (the benchmark uses it).
 """
@@ -178,7 +178,7 @@ def make_photos(folder: Path, n: int, tile: int, thumb_px: int = 256) -> tuple[l
     step 07's own code; crops differ in place and size (a quarter to the whole of a photo's height)."""
     from sklearn.datasets import load_sample_images
 
-    from common.sprites import load_tile
+    from common.export.sprites import load_tile
 
     sources = [Image.fromarray(im) for im in load_sample_images().images]
     rng = np.random.default_rng(7)

@@ -62,18 +62,21 @@ def test_durations_read_as_a_person_would_say_them():
         ["4 s", "1 min", "1 min", "1 h 00 min", "3 h 05 min", "3.0 days"]
 
 
-def test_step_05_on_the_cpu_prints_the_estimate_after_its_first_batch(image_server, tmp_path, capsys):  # noqa: F811
+def cpu_run_argv(image_server, tmp_path, rows: int) -> list[str]:  # noqa: F811
+    """Step 05's command line on the CPU with the tiny model, over `rows` pictures from the image host."""
     register()
-    step = load_step("05_process_images")
-    urls = [image_server.add(f"p{i}.png", sample.in_format("png"), "image/png") for i in range(6)]
+    urls = [image_server.add(f"p{i}.png", sample.in_format("png"), "image/png") for i in range(rows)]
     tree = DataTree(tmp_path / "d")
     tree.metadata.mkdir(parents=True)
-    pq.write_table(pa.table({"url": urls, "caption": [f"c {i}" for i in range(6)]}), tree.metadata_part(0))
+    pq.write_table(pa.table({"url": urls, "caption": [f"c {i}" for i in range(rows)]}), tree.metadata_part(0))
     vocab = tmp_path / "tags.txt"
     vocab.write_text("red\nblue\n", encoding="utf-8")
-    code = step.main(["--data-dir", str(tree.root), "--model", "tiny-test", "--pretrained", "none",
-                      "--device", "cpu", "--batch-size", "4", "--allow-private-hosts", "127.0.0.1",
-                      "--tags-vocab", str(vocab)])
+    return ["--data-dir", str(tree.root), "--model", "tiny-test", "--pretrained", "none", "--device", "cpu",
+            "--batch-size", "4", "--allow-private-hosts", "127.0.0.1", "--tags-vocab", str(vocab)]
+
+
+def test_step_05_on_the_cpu_prints_the_estimate_after_its_first_batch(image_server, tmp_path, capsys):  # noqa: F811
+    code = load_step("05_process_images").main(cpu_run_argv(image_server, tmp_path, 6))
     out = capsys.readouterr().out
     assert code == 0
     m = re.search(r"first batch: 4 images in [\d.,]+ s \([\d.,]+ images/s on the CPU\); the 2 rows left will "
@@ -84,16 +87,8 @@ def test_step_05_on_the_cpu_prints_the_estimate_after_its_first_batch(image_serv
 
 
 def test_the_estimate_counts_only_rows_that_earlier_runs_did_not_embed(image_server, tmp_path, capsys):  # noqa: F811
-    register()
     step = load_step("05_process_images")
-    urls = [image_server.add(f"q{i}.png", sample.in_format("png"), "image/png") for i in range(10)]
-    tree = DataTree(tmp_path / "d")
-    tree.metadata.mkdir(parents=True)
-    pq.write_table(pa.table({"url": urls, "caption": [f"c {i}" for i in range(10)]}), tree.metadata_part(0))
-    vocab = tmp_path / "tags.txt"
-    vocab.write_text("red\nblue\n", encoding="utf-8")
-    argv = ["--data-dir", str(tree.root), "--model", "tiny-test", "--pretrained", "none", "--device", "cpu",
-            "--batch-size", "4", "--allow-private-hosts", "127.0.0.1", "--tags-vocab", str(vocab)]
+    argv = cpu_run_argv(image_server, tmp_path, 10)
     assert step.main([*argv, "--limit", "2"]) == 0
     capsys.readouterr()
     assert step.main(argv) == 0  # a trial of 2 rows, then all 10: 8 to embed, 4 left after the first batch

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from common import export_thumbs
-from common.export_rows import registered_domains
+from common.export import thumbs as export_thumbs
+from common.export.rows import registered_domains
 from common.paths import DataTree
 from sample import images as sample_images
 from tests.conftest import load_step

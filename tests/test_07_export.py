@@ -194,7 +194,7 @@ def test_manifest_extent_is_the_box_the_rows_occupy(tmp_path):
 
 
 def test_sprite_tile_is_the_middle_square_of_the_image_not_a_letterbox(tmp_path):
-    from common.sprites import load_tile
+    from common.export.sprites import load_tile
 
     # 256 x 128: red, green in the middle 128 px, blue; a letterbox would keep red and blue and add bars
     im = np.zeros((128, 256, 3), np.uint8)

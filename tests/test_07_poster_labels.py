@@ -10,9 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from common import grid, poster
+from common import grid
+from common.export import poster
 from common.paths import DataTree, stats_file
-from common.poster_labels import Box, place_labels
+from common.export.poster_labels import Box, place_labels
 from tests.conftest import load_step
 from tests.test_07_helpers import make_inputs
 
@@ -134,7 +135,7 @@ def test_without_a_note_the_manifest_says_where_names_come_from_and_the_poster_h
 
 
 def test_poster_image_area_grows_with_the_cells_count_as_on_miro_and_in_the_viewer():
-    from common.poster import MIN_FRACTION, image_sides
+    from common.export.poster import MIN_FRACTION, image_sides
 
     sides = image_sides(np.array([400, 100, 25, 1]), 200.0)
     assert sides[0] == 200  # the densest cell fills its cell

@@ -15,8 +15,8 @@ from miro_api.rest import RESTClientObject
 from PIL import Image
 
 from common.cli import UserError
-from common.miro import MAX_WAIT, CreditGate, MiroBoard, check_api_url, image_upload_request, plain_text
-from common.miro_plan import Layout, board_id, choose_level, label_items, text_height
+from common.miro.client import MAX_WAIT, CreditGate, MiroBoard, check_api_url, image_upload_request, plain_text
+from common.miro.plan import Layout, board_id, choose_level, label_items, text_height
 from tests import miro_server as server
 from tests.miro_server import BOARD, OUTSIDE_PARENT, TOKEN
 from tests.miro_server import miro_server  # noqa: F401

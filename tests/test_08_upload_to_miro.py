@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from common.miro import MiroBoard
+from common.miro.client import MiroBoard
 from tests.conftest import ROOT, load_step
 from tests.miro_server import BOARD, TOKEN, MiroState
 from tests.miro_server import miro_server  # noqa: F401

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 from tqdm import tqdm
 
-from common.miro import Ambiguous, BoardItem, MiroBoard, plain_text
-from common.miro_ledger import Ledger
-from common.miro_plan import TITLE_TAG, PlanItem
+from common.miro.client import Ambiguous, BoardItem, MiroBoard, plain_text
+from common.miro.ledger import Ledger
+from common.miro.plan import TITLE_TAG, PlanItem
 
 
 @dataclass

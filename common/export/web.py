@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.export_rows import ExportRows
+from common.export.rows import ExportRows
 from common.files import atomic_path, write_text
 from common.grid import ROW_TILES, Level, row_tile
 

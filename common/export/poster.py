@@ -18,9 +18,9 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
+from common.export.poster_labels import Box, place_labels
 from common.files import atomic_path
 from common.grid import Level
-from common.poster_labels import Box, place_labels
 
 TARGET_CELL_PX = 40       # the finest level whose cells are at least this big on the poster is drawn
 MIN_FRACTION = 0.25       # the smallest image side, as a fraction of the cell, so a lone image stays visible

@@ -29,7 +29,7 @@ from PIL import Image
 from common.cli import UserError
 from common.files import read_json
 from common.grid import base_level
-from common.miro import MAX_UPLOAD_BYTES
+from common.miro.client import MAX_UPLOAD_BYTES
 from common.paths import DataTree, is_row_id
 
 _BOARD_ID = re.compile(r"^[A-Za-z0-9_=\-]{4,100}$")
