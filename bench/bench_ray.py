@@ -2,7 +2,7 @@
 
 Overhead: steps 01 and 05 run as a user runs them (`python 0N_....py ...`), threads against
 `--ray` (a local Ray on the same cores), on the same input, in alternating order. Step 01 reads
---files generated RE-LAION-like parquet files; step 05 downloads --images pictures from a loopback
+--files generated RE-LAION-like parquet files (one URL per row, as from the Hub); step 05 downloads --images pictures from a loopback
 image host with 50-500 ms latency (every 10th a 404), thumbnails them and embeds them with a tiny
 random CLIP (the model is not what is measured). Reported per side: median wall seconds, peak RSS
 of the whole process tree (Ray's processes included), CPU seconds; the ratio ray / threads, and
@@ -99,8 +99,10 @@ def bench_01(args, scratch: Path) -> tuple[dict, dict]:
     small = [str(write_relaion_parquet(scratch / "src-small" / "shard.parquet", BASELINE_ROWS, seed=0))]
 
     def command(data: Path, ray: bool, files=tuple(sources)) -> list[str]:
+        # one URL per row, as RE-LAION's rows are read from the Hub (--source would look for lists)
         return [sys.executable, "01_download_and_filter.py", "--data-dir", str(data), "--keywords", "Madrid",
-                "Paris", "--source", *files, "--workers", str(args.cores), *(["--ray"] if ray else [])]
+                "Paris", "--source", *files, "--url-separator", "none", "--workers", str(args.cores),
+                *(["--ray"] if ray else [])]
 
     summary = compare("01", command, args.reps, scratch)
     base = measure(command(scratch / "01-base", False, small), ROOT)  # start-up, imports: not per row
