@@ -34,6 +34,7 @@ from common.cli import UserError
 LOOPBACK = "127.0.0.1"
 CODE_ROOT = Path(__file__).resolve().parent.parent  # the repository, sent to the workers of a Ray Client job
 RETRIES = 3  # attempts after a worker or node dies, per task or actor call
+FILE_TASK_CPUS = 1  # CPUs a step-01 file task holds (and the size of its polars thread pool)
 PROBE_PREFIX = ".ray-probe-"
 
 
@@ -227,6 +228,9 @@ def _use_hub_endpoint(endpoint: str | None) -> None:
 
 
 def _file_task(src, job, endpoint: str | None, cwd: str):
+    # one task holds one CPU: polars, imported later in this worker, sizes its thread pool to match
+    # instead of to the whole node, where every task's pool would compete for the same cores
+    os.environ.setdefault("POLARS_MAX_THREADS", str(FILE_TASK_CPUS))
     from common.filter_file import process_file
 
     _enter(cwd)
@@ -239,7 +243,7 @@ def run_files(pending: list, job, address: str | None) -> list:
     """Step 01 on Ray: each file a task; the reports come back to the driver, which sums them."""
     job.tree.root.mkdir(parents=True, exist_ok=True)
     with session(address, job.tree.root) as ray:
-        task = ray.remote(num_cpus=1, max_retries=RETRIES)(_file_task)
+        task = ray.remote(num_cpus=FILE_TASK_CPUS, max_retries=RETRIES)(_file_task)
         task = task.options(name="01_file")
         endpoint, cwd = (_hub_endpoint() if any(src.repo for src in pending) else None), os.getcwd()
         refs = [task.remote(src, job, endpoint, cwd) for src in pending]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -331,3 +332,14 @@ def test_local_ray_binds_and_connects_on_loopback_only(ray_local):
     assert exposed == []
     nodes = ray_local.nodes()
     assert [n["NodeManagerAddress"] for n in nodes] == ["127.0.0.1"]
+
+
+def test_a_step_01_file_task_sizes_polars_to_the_cpus_it_holds(monkeypatch):
+    import common.filter_file as filter_file
+
+    seen = {}
+    monkeypatch.delenv("POLARS_MAX_THREADS", raising=False)
+    monkeypatch.setattr(filter_file, "process_file", lambda src, job: seen.setdefault("threads", os.environ.get("POLARS_MAX_THREADS")))
+    monkeypatch.setattr(ray_runner, "_enter", lambda cwd: None)
+    ray_runner._file_task(types.SimpleNamespace(repo=None), None, None, ".")
+    assert seen == {"threads": str(ray_runner.FILE_TASK_CPUS)}
