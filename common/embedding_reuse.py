@@ -19,7 +19,6 @@ permanent failures' ids and errors; vectors are read per shard, never all at onc
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -32,12 +31,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from common.download_embed import Outcome
-from common.embedding_shards import finished_shards
-from common.paths import DataTree
+from common.embedding_shards import SUCCESS, finished_shards, index_meta
+from common.paths import DataTree, is_row_id
 
-SUCCESS = "success"
 PERMANENT = frozenset({"bad_url", "http_404", "http_410"})
-_META_KEY = b"city_identity_explorer"  # the key common.embedding_shards writes the model under
 _RETIRED_RE = re.compile(r"^\d+$")
 INDEX, VECTORS = "index.parquet", "embeddings.npy"
 
@@ -50,7 +47,7 @@ def id_keys(ids: list[str]) -> np.ndarray:
 
 
 def _valid(ids: list) -> list[str]:
-    return [i for i in ids if isinstance(i, str) and len(i) == 16 and all(c in "0123456789abcdef" for c in i)]
+    return [i for i in ids if isinstance(i, str) and is_row_id(i)]
 
 
 # ---------------------------------------------------------------------------- retiring shards
@@ -108,7 +105,7 @@ def finish(tree: DataTree) -> None:
 
 # ---------------------------------------------------------------------------- the lookup
 def _model_of(index: Path) -> tuple:
-    meta = json.loads((pq.read_schema(index).metadata or {}).get(_META_KEY, b"{}"))
+    meta = index_meta(index)
     return meta.get("model"), meta.get("pretrained")
 
 

@@ -73,9 +73,14 @@ def finished_shards(tree: DataTree) -> list[int]:
     return sorted(int(m.group(1)) for m in found if m and tree.embeddings_file(int(m.group(1))).exists())
 
 
-def shard_meta(tree: DataTree, n: int) -> dict:
-    meta = pq.read_schema(tree.index_file(n)).metadata or {}
+def index_meta(index: Path) -> dict:
+    """What an index file records about its shard (model, pretrained, ...), wherever the file is."""
+    meta = pq.read_schema(index).metadata or {}
     return json.loads(meta.get(_META_KEY, b"{}"))
+
+
+def shard_meta(tree: DataTree, n: int) -> dict:
+    return index_meta(tree.index_file(n))
 
 
 def shard_ids(tree: DataTree, n: int) -> list[str]:
