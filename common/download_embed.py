@@ -19,7 +19,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -207,11 +206,3 @@ def stack_in_order(ids: list[str], vectors: dict[str, np.ndarray], dim: int) -> 
     if not ids:
         return np.zeros((0, dim), np.float16)
     return np.stack([vectors[i] for i in ids]).astype(np.float16)
-
-
-def save_npy(array: np.ndarray, path: Path) -> None:
-    from common.files import atomic_path
-
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, array)

@@ -112,11 +112,6 @@ def write_shard(tree: DataTree, n: int, index: pa.Table, embeddings: np.ndarray,
         pq.write_table(index.replace_schema_metadata(schema_meta), tmp, compression="zstd")
 
 
-def remove_shard(tree: DataTree, n: int) -> None:
-    for path in (tree.index_file(n), tree.embeddings_file(n)):
-        Path(path).unlink(missing_ok=True)
-
-
 def read_shard(tree: DataTree, n: int, columns=None) -> tuple[pa.Table, np.ndarray]:
     """(index table, embeddings) of one finished shard."""
     index = pq.read_table(tree.index_file(n), columns=columns)
