@@ -36,6 +36,9 @@ CODE_ROOT = Path(__file__).resolve().parent.parent  # the repository, sent to th
 RETRIES = 3  # attempts after a worker or node dies, per task or actor call
 FILE_TASK_CPUS = 1  # CPUs a step-01 file task holds (and the size of its polars thread pool)
 PROBE_PREFIX = ".ray-probe-"
+PLACEMENT_MEMORY = 1 << 20  # bytes of Ray's `memory` resource a CPU model actor asks for (see _cpu_actor_placement)
+# what a driver needs to join a cluster that uses token authentication (Ray >= 2.52) by its address
+TOKEN_ENV = "RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN (or ~/.ray/auth_token)"
 
 
 def _ray():
@@ -56,7 +59,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
         return False
     env = {}
     if address and address.startswith("ray://"):  # a remote client: ship the code with the job
-        env = {"working_dir": str(CODE_ROOT), "excludes": [".git", "data", "bench/out", "node_modules"]}
+        env = {"working_dir": str(CODE_ROOT), "excludes": [".git", "data", "bench/out", "node_modules", ".venv"]}
     # otherwise Ray puts the script's folder and the working directory on the workers' sys.path:
     # the code is found on this machine, and on nodes that mount it at the same path; no runtime
     # environment also means Ray's pre-started workers serve the first tasks
@@ -69,6 +72,9 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
                     ray.init(_node_ip_address=LOOPBACK, include_dashboard=False, num_cpus=num_cpus,
                              runtime_env=env or None, log_to_driver=True)
     except ConnectionError as e:
+        if "AuthenticationError" in f"{e} {e.__cause__}":
+            raise UserError(f"--ray {address}: the cluster refused to let this run join: it uses Ray's token "
+                            f"authentication, so set {TOKEN_ENV} as on its nodes") from None
         raise UserError(f"--ray {address}: no Ray cluster there ({str(e).splitlines()[0][:120]}): start one with "
                         "`ray start --head` and pass its address, or use --ray alone for this machine") from None
     return True
@@ -326,12 +332,26 @@ def _embedders(ray, args, tree, model, cwd: str, reuse=None) -> list:
     gpus = int(ray.cluster_resources().get("GPU", 0))
     if args.device.startswith("cuda") and not gpus:
         raise UserError("--device cuda: this Ray cluster has no GPU; use --device auto or cpu, or add GPU nodes")
-    on_gpu = gpus > 0 and args.device != "cpu"
-    count = gpus if on_gpu else max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
-    actor = ray.remote(num_gpus=1 if on_gpu else 0, num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES)
-    cls = actor(EmbedActor)
-    return [cls.options(scheduling_strategy="SPREAD").remote(args, tree, model, "cuda" if on_gpu else "cpu", cwd, reuse)
-            for _ in range(count)]
+    cls = ray.remote(max_restarts=RETRIES, max_task_retries=RETRIES)(EmbedActor)
+    if gpus > 0 and args.device != "cpu":
+        return [cls.options(num_gpus=1, num_cpus=1, scheduling_strategy="SPREAD").remote(args, tree, model, "cuda", cwd,
+                                                                                         reuse) for _ in range(gpus)]
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    working = [n for n in nodes if n.get("Resources", {}).get("CPU", 0) > 0] or nodes  # not a head kept free of work
+    return [cls.options(**_cpu_actor_placement(node)).remote(args, tree, model, "cpu", cwd, reuse) for node in working]
+
+
+def _cpu_actor_placement(node: dict) -> dict:
+    """The model actor of one node, when embedding on the CPU. It holds a CPU only where the node has
+    another for the fetch tasks: on a node with one CPU (or a one-CPU Ray) holding it would leave the
+    fetches nowhere to run, and the step would wait forever. Ray puts an actor that asks for no
+    resource at all on any node, whatever its strategy: PLACEMENT_MEMORY makes it honour the node.
+    After the node dies, the actor restarts on another."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    cpus = 1 if node.get("Resources", {}).get("CPU", 0) >= 2 else 0
+    return {"num_cpus": cpus, "memory": PLACEMENT_MEMORY,
+            "scheduling_strategy": NodeAffinitySchedulingStrategy(node["NodeID"], soft=True)}
 
 
 class _Claims:
