@@ -193,6 +193,7 @@ def watch_nodes(cluster: Cluster, kill=None):
     raylets = cluster.raylets()
 
     def poll():
+        pending = kill
         while not done.is_set():
             for pid, node in raylets.items():
                 with contextlib.suppress(psutil.Error):
@@ -201,10 +202,10 @@ def watch_nodes(cluster: Cluster, kill=None):
                             title = proc.cmdline()[0].split()[0]
                             if title.startswith("ray::"):
                                 seen[title].add((node, proc.pid))
-            if kill and kill[1](seen):
-                cluster.kill_node(kill[0])
-                seen["killed"].add(("worker", kill[0].pid))
-                return
+            if pending and pending[1](seen):
+                cluster.kill_node(pending[0])
+                seen["killed"].add(("worker", pending[0].pid))
+                pending = None
             time.sleep(0.02)
 
     watcher = threading.Thread(target=poll, daemon=True)
@@ -230,20 +231,31 @@ def alive_nodes(address: str) -> int:
 
 
 # ---------------------------------------------------------------------------- the cluster
-def test_every_socket_of_the_two_node_cluster_is_on_loopback(cluster):
-    assert len(cluster.raylets()) == 2 and alive_nodes(cluster.address) == 2
-    procs = [p for proc in (cluster.head, *cluster.workers)
-             for p in (psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True))]
-    assert {"gcs_server", "raylet"} <= {p.name() for p in procs}
+def cluster_sockets(cluster: Cluster) -> list[tuple[str, object]]:
+    """(process name, connection) of every inet socket of the cluster's processes."""
+    procs = []
+    for proc in (cluster.head, *cluster.alive_workers()):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            procs += [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
     sockets = []
     for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
             sockets += [(proc.name(), c) for c in proc.net_connections(kind="inet")]
+    return sockets
+
+
+def beyond_loopback(sockets: list) -> list:
+    return [(name, c.laddr, c.raddr) for name, c in sockets
+            if not _on_loopback(c.laddr) or (c.raddr and not _on_loopback(c.raddr))]
+
+
+def test_every_socket_of_the_two_node_cluster_is_on_loopback(cluster):
+    assert set(cluster.raylets().values()) == {"head", "worker0"} and alive_nodes(cluster.address) == 2
+    sockets = cluster_sockets(cluster)
+    assert {"gcs_server", "raylet"} <= {name for name, _ in sockets}
     listening = {c.laddr.port for _, c in sockets if c.status == psutil.CONN_LISTEN}
     assert {cluster.port, cluster.client_port} <= listening  # the GCS and the Ray Client server
-    exposed = [(name, c.laddr, c.raddr) for name, c in sockets
-               if not _on_loopback(c.laddr) or (c.raddr and not _on_loopback(c.raddr))]
-    assert exposed == []
+    assert beyond_loopback(sockets) == []
 
 
 # ---------------------------------------------------------------------------- joining by address
@@ -298,6 +310,7 @@ def test_01_through_ray_client_ships_the_code_without_data_or_git_and_writes_wha
     threads, on_ray = parts_of(tmp_path / "threads"), parts_of(tmp_path / "ray")
     assert list(on_ray) == list(threads) and all(on_ray[n].equals(t) for n, t in threads.items())
     assert stats_counts(tmp_path / "ray") == stats_counts(tmp_path / "threads")
+    assert beyond_loopback(cluster_sockets(cluster)) == []  # the client's own server process too
     shipped = [p for p in cluster.root.glob("session_*/runtime_resources/working_dir_files/*") if p.is_dir()]
     assert shipped, "no working_dir was unpacked on a node"
     for package in shipped:
