@@ -65,8 +65,10 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
             if address:
                 ray.init(address=address, runtime_env=env or None, log_to_driver=True)
             else:
+                # "local": a Ray of its own, even where `ray start` (another user's, perhaps) left
+                # an address for ray.init to join
                 with _lean_local_start(ray):
-                    ray.init(_node_ip_address=LOOPBACK, include_dashboard=False, num_cpus=num_cpus,
+                    ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=False, num_cpus=num_cpus,
                              runtime_env=env or None, log_to_driver=True)
     except ConnectionError as e:
         raise UserError(f"--ray {address}: no Ray cluster there ({str(e).splitlines()[0][:120]}): start one with "
