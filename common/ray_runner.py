@@ -10,7 +10,8 @@ file -> one part; common/embed_shard.py: one shard -> index + npy); this module 
 - Step 01: one task per source file. The Hugging Face token travels inside the task's argument
   (a `Job`, whose repr leaves it out), never in the runtime environment, which Ray shows.
 - Step 05: CPU tasks fetch and store the thumbnails; actors that hold the model (one per GPU,
-  or one per node without GPUs) embed each shard from those thumbnails and write it.
+  or one per node without GPUs) embed each shard from those thumbnails and write it. Limiter
+  actors (common/host_slots.py, one per node) hold `--per-host` for all the fetch tasks at once.
 - Faults: tasks are retried and a killed actor restarts; every write is atomic and a unit
   rewrites the same files, so a retry duplicates nothing and a re-run resumes.
 
@@ -36,6 +37,7 @@ CODE_ROOT = Path(__file__).resolve().parent.parent  # the repository, sent to th
 RETRIES = 3  # attempts after a worker or node dies, per task or actor call
 FILE_TASK_CPUS = 1  # CPUs a step-01 file task holds (and the size of its polars thread pool)
 PROBE_PREFIX = ".ray-probe-"
+LIMITER_CONCURRENCY = 100_000  # acquires one limiter may hold waiting: every fetch thread of the cluster
 
 
 def _ray():
@@ -310,12 +312,15 @@ class EmbedActor:
         return fn(self._context()["clip"])
 
 
-def _fetch_task(args, tree, items: dict, input_size: int, cwd: str):
+def _fetch_task(args, tree, items: dict, input_size: int, cwd: str, limiters: list):
     from common.download_embed import ImageSource
     from common.embed_shard import fetch_thumbnails, make_fetcher
+    from common.fetch import LocalHostSlots
+    from common.host_slots import ClusterHostSlots
 
     _enter(cwd)
-    fetcher = make_fetcher(args, input_size)
+    slots = ClusterHostSlots(limiters, LocalHostSlots(args.per_host)) if limiters else None
+    fetcher = make_fetcher(args, input_size, slots)
     try:
         return fetch_thumbnails(items, ImageSource(tree, fetcher, args.thumb_size, input_size, args.keep_images),
                                 args.workers)
@@ -333,6 +338,17 @@ def _embedders(ray, args, tree, model, cwd: str, reuse=None) -> list:
     actor = ray.remote(num_gpus=1 if on_gpu else 0, num_cpus=1, max_restarts=RETRIES, max_task_retries=RETRIES)
     cls = actor(EmbedActor)
     return [cls.options(scheduling_strategy="SPREAD").remote(args, tree, model, "cuda" if on_gpu else "cpu", cwd, reuse)
+            for _ in range(count)]
+
+
+def _host_limiters(ray, args) -> list:
+    """One per-host limiter per node (hosts spread over them by hash): --per-host for the whole run."""
+    from common.host_slots import HostLimiter, lease_ttl
+
+    count = max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
+    actor = ray.remote(num_cpus=0, max_concurrency=LIMITER_CONCURRENCY, max_restarts=RETRIES,
+                       max_task_retries=RETRIES)(HostLimiter)
+    return [actor.options(scheduling_strategy="SPREAD").remote(args.per_host, lease_ttl(args.timeout))
             for _ in range(count)]
 
 
@@ -377,16 +393,20 @@ def run_shards(args, tree, parts: list, todo: list[int], model: tuple[str, str |
         infos = [unwrap(ray, a.info.remote()) for a in actors]  # loads every model now: a bad one fails here
         fetch = ray.remote(num_cpus=1, max_retries=RETRIES)(_fetch_task).options(name="05_fetch")
         in_flight = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-        run, pending, claims = Counter(), {}, _Claims()
-        with tqdm(total=len(todo), desc="05 shards", unit="shard", disable=not todo) as bar:
-            for n, table in _wanted_shards(args, parts, todo):
-                mine, shared = claims.claim(n, reuse.unknown(shard_items(table, {})))
-                claims.refs[n] = fetch.remote(args, tree, mine, infos[0].input_size, cwd)
-                pending[actors[n % len(actors)].embed.remote(n, table, claims.refs[n], *shared)] = n
-                while len(pending) >= in_flight:
+        run, pending, claims, limiters = Counter(), {}, _Claims(), _host_limiters(ray, args)
+        try:
+            with tqdm(total=len(todo), desc="05 shards", unit="shard", disable=not todo) as bar:
+                for n, table in _wanted_shards(args, parts, todo):
+                    mine, shared = claims.claim(n, reuse.unknown(shard_items(table, {})))
+                    claims.refs[n] = fetch.remote(args, tree, mine, infos[0].input_size, cwd, limiters)
+                    pending[actors[n % len(actors)].embed.remote(n, table, claims.refs[n], *shared)] = n
+                    while len(pending) >= in_flight:
+                        claims.release(_collect_one(ray, pending, run, bar))
+                while pending:
                     claims.release(_collect_one(ray, pending, run, bar))
-            while pending:
-                claims.release(_collect_one(ray, pending, run, bar))
+        finally:
+            for limiter in limiters:
+                ray.kill(limiter)
         tags = unwrap(ray, actors[0].call.remote(tags_with_model))
         for a in actors:
             ray.kill(a)
