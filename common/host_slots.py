@@ -13,7 +13,8 @@ longest a request holds its slot plus a margin, and its slot goes to the next in
 A limiter that dies restarts empty: for a moment the leases it forgot are not counted. One that
 cannot be reached at all leaves each process with its own cap (`fallback`), as without Ray.
 
-HostLimiter is plain asyncio (tested without Ray); ClusterHostSlots imports Ray only when used.
+HostLimiter is plain asyncio (tested without Ray) and imports nothing heavy: its actor is a
+process of its own. ClusterHostSlots imports Ray only when used.
 """
 from __future__ import annotations
 
@@ -26,8 +27,6 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from common.fetch import LocalHostSlots, longest_slot_hold
-
 LEASE_MARGIN = 30.0  # seconds past the longest hold: DNS, which no timeout bounds, and scheduling
 SWEEP_EVERY = 10_000  # acquires between sweeps of hosts that no call touches any more
 
@@ -36,6 +35,8 @@ log = logging.getLogger(__name__)
 
 def lease_ttl(timeout: float) -> float:
     """Seconds after which a lease counts as abandoned, for a Fetcher with this timeout."""
+    from common.fetch import longest_slot_hold
+
     return longest_slot_hold(timeout) + LEASE_MARGIN
 
 
@@ -129,7 +130,8 @@ class HostLimiter:
 class ClusterHostSlots:
     """A Fetcher's `host_slots` whose counts live in limiter actors shared by the whole run."""
 
-    def __init__(self, limiters: list, fallback: LocalHostSlots):
+    def __init__(self, limiters: list, fallback):
+        """`fallback`: host slots to use while no limiter answers (common.fetch.LocalHostSlots)."""
         assert limiters, "no limiter to ask"
         self.limiters, self.fallback = limiters, fallback
         self._warned = False

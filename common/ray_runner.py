@@ -11,7 +11,8 @@ file -> one part; common/embed_shard.py: one shard -> index + npy); this module 
   (a `Job`, whose repr leaves it out), never in the runtime environment, which Ray shows.
 - Step 05: CPU tasks fetch and store the thumbnails; actors that hold the model (one per GPU,
   or one per node without GPUs) embed each shard from those thumbnails and write it. Limiter
-  actors (common/host_slots.py, one per node) hold `--per-host` for all the fetch tasks at once.
+  actors (common/host_slots.py, one per 8 CPUs, at least one per node) hold `--per-host` for
+  all the fetch tasks at once.
 - Faults: tasks are retried and a killed actor restarts; every write is atomic and a unit
   rewrites the same files, so a retry duplicates nothing and a re-run resumes.
 
@@ -19,6 +20,7 @@ Imported only when --ray is given.
 """
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import subprocess
@@ -38,6 +40,10 @@ RETRIES = 3  # attempts after a worker or node dies, per task or actor call
 FILE_TASK_CPUS = 1  # CPUs a step-01 file task holds (and the size of its polars thread pool)
 PROBE_PREFIX = ".ray-probe-"
 LIMITER_CONCURRENCY = 100_000  # acquires one limiter may hold waiting: every fetch thread of the cluster
+# a slot costs two actor calls: one limiter granted 213-367 slots/s on a busy 2-core machine
+# (bench/bench_host_slots.py), and a fetch task (one CPU) asks about --workers / latency a second
+# (16 / 0.3 s = ~55): a limiter for every few fetch tasks keeps the limiters from setting the pace
+CPUS_PER_LIMITER = 8
 
 
 def _ray():
@@ -342,10 +348,12 @@ def _embedders(ray, args, tree, model, cwd: str, reuse=None) -> list:
 
 
 def _host_limiters(ray, args) -> list:
-    """One per-host limiter per node (hosts spread over them by hash): --per-host for the whole run."""
+    """Per-host limiters, one per CPUS_PER_LIMITER CPUs and at least one per node (hosts spread over
+    them by hash): --per-host for the whole run."""
     from common.host_slots import HostLimiter, lease_ttl
 
-    count = max(1, sum(1 for n in ray.nodes() if n.get("Alive")))
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    count = max(1, nodes, math.ceil(ray.cluster_resources().get("CPU", 1) / CPUS_PER_LIMITER))
     actor = ray.remote(num_cpus=0, max_concurrency=LIMITER_CONCURRENCY, max_restarts=RETRIES,
                        max_task_retries=RETRIES)(HostLimiter)
     return [actor.options(scheduling_strategy="SPREAD").remote(args.per_host, lease_ttl(args.timeout))
