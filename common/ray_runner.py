@@ -11,7 +11,7 @@ file -> one part; common/embed_shard.py: one shard -> index + npy); this module 
   (a `Job`, whose repr leaves it out), never in the runtime environment, which Ray shows.
 - Step 05: CPU tasks fetch and store the thumbnails; actors that hold the model (one per GPU,
   or one per node without GPUs) embed each shard from those thumbnails and write it. Limiter
-  actors (common/host_slots.py, one per 8 CPUs, at least one per node) hold `--per-host` for
+  actors (common/host_slots.py, one per 4 CPUs, at least one per node) hold `--per-host` for
   all the fetch tasks at once.
 - Faults: tasks are retried and a killed actor restarts; every write is atomic and a unit
   rewrites the same files, so a retry duplicates nothing and a re-run resumes.
@@ -40,10 +40,10 @@ RETRIES = 3  # attempts after a worker or node dies, per task or actor call
 FILE_TASK_CPUS = 1  # CPUs a step-01 file task holds (and the size of its polars thread pool)
 PROBE_PREFIX = ".ray-probe-"
 LIMITER_CONCURRENCY = 100_000  # acquires one limiter may hold waiting: every fetch thread of the cluster
-# a slot costs two actor calls: one limiter granted 213-367 slots/s on a busy 2-core machine
+# a slot costs two actor calls: one limiter granted about 300 slots/s on a busy 2-core machine
 # (bench/bench_host_slots.py), and a fetch task (one CPU) asks about --workers / latency a second
-# (16 / 0.3 s = ~55): a limiter for every few fetch tasks keeps the limiters from setting the pace
-CPUS_PER_LIMITER = 8
+# (16 / 0.3 s = ~55): a limiter for every 4 fetch tasks keeps the limiters from setting the pace
+CPUS_PER_LIMITER = 4
 
 
 def _ray():

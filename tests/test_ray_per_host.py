@@ -47,7 +47,8 @@ def statuses(tree: DataTree) -> set:
 
 
 def test_05_under_ray_one_host_never_sees_more_than_per_host_requests(ray_four_cpus, image_server, model_dir,
-                                                                      tmp_path):
+                                                                      tmp_path, monkeypatch):
+    monkeypatch.setattr(ray_runner, "CPUS_PER_LIMITER", 2)  # two limiters: each process must pick the same one
     tree = run_on_ray(image_server, model_dir, tmp_path, "capped")
     assert statuses(tree) == {"success"}
     assert image_server.peak_per_host[HOST] == PER_HOST
