@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from common.cells import TEXT, as_text, is_text
 from common.cli import UserError
 from common.columns import ALIASES, LATER_COLUMNS, RELAION_SUBSETS, compose, find_column, row_ids, variant_renames
 from common.files import atomic_path, list_parts
@@ -97,7 +98,7 @@ def output_table(matched: pa.Table, which: np.ndarray, keywords: list[str], sour
     """(rows to write, rows dropped for having no URL): renamed, with id, source_file, subset (when
     the file is from one) and matched_keyword (and, with a `url_separator`, one row per image with
     post_id/image_index: common.url_lists)."""
-    table = valid_text(matched.rename_columns([renames.get(n, n) for n in matched.column_names]))
+    table = valid_text(_url_and_caption_as_text(matched.rename_columns([renames.get(n, n) for n in matched.column_names])))
     post_columns = {}
     if url_separator is not None:
         table, which, dropped, post_columns = explode(table, which, url_separator)
@@ -116,6 +117,15 @@ def output_table(matched: pa.Table, which: np.ndarray, keywords: list[str], sour
     for name, column in post_columns.items():
         table = table.append_column(name, column)
     return table, dropped
+
+
+def _url_and_caption_as_text(table: pa.Table) -> pa.Table:
+    """The URL and caption columns as text, whatever type the source gave them (common.cells)."""
+    for name in ("url", "caption"):
+        if name in table.column_names and not is_text(table.schema.field(name).type):
+            k = table.column_names.index(name)
+            table = table.set_column(k, pa.field(name, TEXT), as_text(table.column(k), caption=name == "caption"))
+    return table
 
 
 def output_schema(source: pa.Schema, renames: dict[str, str], subset: str | None = None,
