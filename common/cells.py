@@ -7,7 +7,7 @@ captions as bytes, lists of words, or numbers. Step 01 reads each of these as te
 no such column stops a run:
 
     string                    as it is
-    binary                    its bytes as text (common.metadata_parts.valid_text repairs bytes
+    binary                    its bytes as text (valid_text, below, repairs bytes
                               that are not UTF-8: percent-encoded in a URL, U+FFFD in a caption)
     list, struct, map         URL column: JSON text, which common.url_lists splits into one row
                               per picture; caption column: its text pieces joined by spaces
@@ -75,3 +75,40 @@ def _words(value) -> str:
     if isinstance(value, (list, tuple)):
         return " ".join(w for w in (_words(v) for v in value if v is not None) if w)
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+def readable(table: pa.Table) -> pa.Table:
+    """`url` and `caption` as text whatever their type, and every text column valid UTF-8."""
+    for name in ("url", "caption"):
+        if name in table.column_names and not is_text(table.schema.field(name).type):
+            k = table.column_names.index(name)
+            table = table.set_column(k, pa.field(name, TEXT), as_text(table.column(k), caption=name == "caption"))
+    return valid_text(table)
+
+
+def percent_encode_bad_bytes(raw: bytes) -> str:
+    """A URL's bytes as text: bytes that are not UTF-8 percent-encoded, as a browser requests them."""
+    text = raw.decode("utf-8", "surrogateescape")
+    return "".join(f"%{ord(c) - 0xDC00:02X}" if "\udc80" <= c <= "\udcff" else c for c in text)
+
+
+def valid_text(table: pa.Table) -> pa.Table:
+    """Every text column as valid UTF-8, for the later steps to read: a URL's stray bytes are
+    percent-encoded (what a browser would request), other text gets U+FFFD for them.
+
+    A parquet or CSV file may hold bytes that are not UTF-8 in one row; without this, that row
+    would stop every later step that reads the column as text. Valid columns cost one check.
+    """
+    for k, field in enumerate(table.schema):
+        if not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
+            continue
+        raw = table.column(k).cast(pa.large_binary())
+        try:
+            raw.cast(pa.large_string())  # validates UTF-8
+            continue
+        except pa.ArrowInvalid:
+            pass
+        fix = percent_encode_bad_bytes if field.name == "url" else (lambda b: b.decode("utf-8", "replace"))
+        fixed = pa.array([None if b is None else fix(b) for b in raw.to_pylist()], field.type)
+        table = table.set_column(k, field, fixed)
+    return table

@@ -197,7 +197,7 @@ def _assemble(names, caption, captions, rest) -> pa.Table:
 def _csv_options(path: Path, name: str, names: list[str] | None = None, malformed: list | None = None):
     """Reader options; a line with the wrong number of fields is skipped and appended to `malformed`
     (one broken line must not cost the file), and text is not checked for UTF-8 here: the rows
-    kept are repaired by common.metadata_parts.valid_text."""
+    kept are repaired by common.cells.valid_text."""
     tab = name.lower().endswith((".tsv", ".tsv.gz"))
 
     def skip(row) -> str:
