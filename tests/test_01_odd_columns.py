@@ -1,6 +1,8 @@
-"""Step 01 on collections whose URL or caption column is not plain text: list columns of pictures,
-media objects, bytes with stray non-UTF-8, words in a list, numbers, an empty column. Each is read
-as text (common.cells), none stops the run, and a file that cannot be read says why in its skip reason.
+"""Step 01 on collections as researchers' tools and spreadsheets write them: URL or caption columns
+that are not plain text (list columns of pictures, media objects, bytes with stray non-UTF-8, words in
+a list, numbers, an empty column), and CSV exports with `;` or `|` between fields, UTF-16 text, or a
+spreadsheet given as data. Each column is read as text (common.cells), none stops the run, and a
+file that cannot be read says why in its skip reason.
 """
 from __future__ import annotations
 
@@ -126,3 +128,24 @@ def test_matches_without_any_url_say_to_check_the_url_column(tmp_path, capsys):
     assert run(tmp_path / "d", write(tmp_path, pa.nulls(4))) == 2
     err = capsys.readouterr().err
     assert "3 captions name Lisbon, but none of those rows has a URL" in err and "--url-column" in err
+
+
+@pytest.mark.parametrize("sep", [";", "|", "\t"])
+def test_a_csv_with_another_field_separator_is_read(tmp_path, sep):
+    src = tmp_path / "export.csv"
+    src.write_text(f'url{sep}"caption{sep} text"\n{A1}{sep}"Lisbon{sep} 1,5 km"\n{B1}{sep}Porto\n', encoding="utf-8")
+    assert run(tmp_path / "d", src, "--caption-column", f"caption{sep} text") == 0
+    assert [(r["url"], r["caption"]) for r in rows(tmp_path / "d")] == [(A1, f"Lisbon{sep} 1,5 km")]
+
+
+@pytest.mark.parametrize("name, data, words", [
+    ("u16.csv", f"url,caption\n{A1},Lisbon\n".encode("utf-16"), "UTF-16 text"),
+    ("posts.xlsx", b"PK\x03\x04" + bytes(64), "not a parquet file: step 01 reads .parquet, .csv"),
+    ("posts.ndjson", json.dumps({"url": A1, "caption": "Lisbon"}).encode(), "save a spreadsheet or JSON export as CSV"),
+])
+def test_a_file_step_01_cannot_read_says_what_to_do(tmp_path, capsys, name, data, words):
+    src = tmp_path / name
+    src.write_bytes(data)
+    assert run(tmp_path / "d", src) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
