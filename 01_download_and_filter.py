@@ -173,6 +173,10 @@ def write_stats(stats: StepStats, job: Job, args, where: str, reports: list[File
         if t["files_done"] == 0 and failed:
             raise UserError(f"none of the {len(failed):,} files could be read (first: {failed[0]['file']}: "
                             f"{failed[0]['reason']})")
+        named = sum(t["matched_per_keyword"].values())
+        if named:
+            raise UserError(f"{named:,} captions name {' / '.join(job.matcher.keywords)}, but none of those rows has "
+                            f"a URL: check which column holds the image URLs (--url-column)")
         raise UserError(f"no caption names {' / '.join(job.matcher.keywords)} in {t['rows_scanned']:,} rows of "
                         f"{t['files_done']:,} file(s): check the spelling, try --match substring, or read more files")
     stats.rows_in, stats.rows_out = t["rows_scanned"] + t["malformed_rows"], t["rows_written"]

@@ -92,11 +92,8 @@ def compare(name: str, command, reps: int, scratch: Path) -> dict:
 
 # ---------------------------------------------------------------------------- the two steps
 def bench_01(args, scratch: Path) -> tuple[dict, dict]:
-    from sample.relaion import write_relaion_parquet
-
-    sources = [str(write_relaion_parquet(scratch / "src" / f"shard-{i}.parquet", args.rows, seed=i))
-               for i in range(args.files)]
-    small = [str(write_relaion_parquet(scratch / "src-small" / "shard.parquet", BASELINE_ROWS, seed=0))]
+    sources = [str(generated(scratch / "src" / f"shard-{i}.parquet", args.rows, seed=i)) for i in range(args.files)]
+    small = [str(generated(scratch / "src-small" / "shard.parquet", BASELINE_ROWS, seed=0))]
 
     def command(data: Path, ray: bool, files=tuple(sources)) -> list[str]:
         # one URL per row, as RE-LAION's rows are read from the Hub (--source would look for lists)
@@ -108,6 +105,17 @@ def bench_01(args, scratch: Path) -> tuple[dict, dict]:
     base = measure(command(scratch / "01-base", False, small), ROOT)  # start-up, imports: not per row
     rows = args.files * args.rows - BASELINE_ROWS
     return summary, {"cpu_s_per_row": (summary["threads"]["median_cpu_s"] - base["cpu_s"]) / rows}
+
+
+def generated(path: Path, rows: int, seed: int) -> Path:
+    """A RE-LAION-like file of `rows` rows; one left in --out by an earlier run is used again."""
+    import pyarrow.parquet as pq
+
+    from sample.relaion import write_relaion_parquet
+
+    if path.is_file() and pq.ParquetFile(path).metadata.num_rows == rows:
+        return path
+    return write_relaion_parquet(path, rows, seed=seed)
 
 
 def bench_05(args, scratch: Path) -> tuple[dict, dict]:
@@ -200,7 +208,7 @@ def main() -> int:
     p.add_argument("--latency", type=float, nargs=2, default=(0.05, 0.5), help="per-request latency range, s")
     p.add_argument("--reps", type=int, default=3, help="runs of each side, alternating (default: %(default)s)")
     p.add_argument("--cores", type=int, default=os.cpu_count(), help="step 01 --workers for threads")
-    p.add_argument("--out", help="scratch folder (default: a temporary one)")
+    p.add_argument("--out", help="scratch folder, kept, its generated files used again (default: a temporary one)")
     p.add_argument("--steps", nargs="+", default=["01", "05"], help="which steps to time (default: both)")
     e = p.add_argument_group("cluster estimate (assumptions)")
     e.add_argument("--nodes", type=int, nargs="+", default=[1, 4, 16, 64])

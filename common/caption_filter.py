@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from common.cells import as_text
 from common.cli import UserError
 from common.match import MODES, KeywordPattern, compile_keywords
 
@@ -135,14 +136,10 @@ _BYTE_RANK = {ord(c): 100 - i for i, c in enumerate(" eaoitnsrlhdcumpgfybvwk.,-'
 
 
 def _as_plain_strings(captions) -> pa.Array:
-    """One contiguous utf8/large_utf8 array (string views and dictionaries are cast)."""
+    """One contiguous utf8/large_utf8 array."""
     if isinstance(captions, pa.ChunkedArray):
         captions = captions.combine_chunks() if captions.num_chunks != 1 else captions.chunk(0)
-    if pa.types.is_dictionary(captions.type):
-        captions = captions.dictionary_decode()
-    if not (pa.types.is_string(captions.type) or pa.types.is_large_string(captions.type)):
-        captions = captions.cast(pa.large_string())
-    return captions
+    return as_text(captions, caption=True)  # string views, dictionaries, bytes, lists (common.cells)
 
 
 def build_matcher(keywords: list[str], mode: str = "word", case_sensitive: bool = False) -> CaptionMatcher:

@@ -22,12 +22,13 @@ from common.paths import DataTree
 SUCCESS = shards.SUCCESS
 
 
-def make_fetcher(args, input_size: int) -> Fetcher:
+def make_fetcher(args, input_size: int, host_slots=None) -> Fetcher:
+    """`host_slots`: where the --per-host cap is counted (default: among this fetcher's threads)."""
     allow = True if args.allow_private_hosts == [] else (args.allow_private_hosts or False)
     return Fetcher(timeout=args.timeout, retries=args.retries, respect_noai=args.respect_noai,
                    allow_private_hosts=allow, max_bytes=int(args.max_mb * 1e6), max_pixels=args.max_pixels,
                    per_host=args.per_host, draft_size=max(args.thumb_size, input_size),
-                   keep_bytes=args.keep_images, pool_size=args.workers)
+                   keep_bytes=args.keep_images, pool_size=args.workers, host_slots=host_slots)
 
 
 def shard_context(args, tree: DataTree, clip, reuse: Reuse | None = None) -> dict:

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from common.cells import readable
 from common.cli import UserError
 from common.columns import normalize, row_id
 from common.files import atomic_path, iter_batches
@@ -48,7 +49,7 @@ def iter_input_shards(parts: list[Path], shard_size: int, limit: int | None):
     """(shard number, table) in input order; shard n holds rows [n*size, (n+1)*size)."""
     buf, have, n, left = [], 0, 0, limit if limit else float("inf")
     for batch in iter_batches(parts):
-        table = normalize(pa.Table.from_batches([batch]))
+        table = readable(normalize(pa.Table.from_batches([batch])))  # a collection's own file may hold bytes, lists
         table = table.slice(0, int(min(left, table.num_rows)))
         left -= table.num_rows
         buf.append(table)

@@ -11,8 +11,9 @@ the host is resolved once, every address is checked (private, loopback, link-loc
 ranges refused unless allowed), and the connection goes to the checked address, so a DNS answer
 cannot change between check and use; redirects are followed by hand and checked the same way.
 Bytes and pixels are capped; the content decides what it is.
-Polite: a User-Agent naming the project, at most `per_host` requests to one host at a time,
-`X-Robots-Tag: noai` / `noimageai` respected, Retry-After honoured on 429/503.
+Polite: a User-Agent naming the project, at most `per_host` requests to one host at a time
+(in this process; `host_slots` can put the cap elsewhere, as common/host_slots.py does for a
+whole Ray cluster), `X-Robots-Tag: noai` / `noimageai` respected, Retry-After honoured on 429/503.
 Robust: `fetch` never raises for what one URL or one server does; an exception nobody foresaw
 becomes the row's `fetch_error` (while downloading) or `decode_error` (while decoding), with its
 type and message (see common.row_errors).
@@ -27,7 +28,9 @@ import socket
 import threading
 import time
 from collections import OrderedDict
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import Callable
 from urllib.parse import urljoin, urlsplit
 
 import certifi
@@ -150,12 +153,39 @@ def retry_after_seconds(value: str | None) -> float | None:
 
 
 # ---------------------------------------------------------------------------- the fetcher
+def body_deadline(timeout: float) -> float:
+    """Seconds a body may take in all: a trickling server could keep every read under `timeout` for ever."""
+    return max(30.0, 3 * timeout)
+
+
+def longest_slot_hold(timeout: float) -> float:
+    """How long one request holds its host's slot at most, when reads keep to their timeout:
+    connect, the headers, the body's deadline and the read that crosses it (DNS not counted)."""
+    return 3 * timeout + body_deadline(timeout)
+
+
+HostSlots = Callable[[str], AbstractContextManager]  # host -> held while one request to it is open
+
+
+class LocalHostSlots:
+    """At most `per_host` requests to one host at a time among the threads of this process."""
+
+    def __init__(self, per_host: int):
+        self.per_host = per_host
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, host: str) -> threading.BoundedSemaphore:
+        with self._lock:
+            return self._slots.setdefault(host, threading.BoundedSemaphore(self.per_host))
+
+
 class Fetcher:
     def __init__(self, timeout: float = 10.0, retries: int = 2, allow_private_hosts=False,
                  respect_noai: bool = True, user_agent: str = USER_AGENT, max_bytes: int = 30_000_000,
                  max_pixels: int = 60_000_000, per_host: int = 8, max_redirects: int = 5,
                  backoff: float = 1.0, draft_size: int | None = None, keep_bytes: bool = False,
-                 pool_size: int = 64):
+                 pool_size: int = 64, host_slots: HostSlots | None = None):
         self.timeout, self.retries = timeout, retries
         # True: every private address allowed; a collection of hosts/addresses: only those
         self.allow_private_hosts = allow_private_hosts if isinstance(allow_private_hosts, bool) \
@@ -164,12 +194,12 @@ class Fetcher:
         self.user_agent, self.max_bytes, self.max_pixels = user_agent, max_bytes, max_pixels
         self.per_host, self.max_redirects, self.backoff = per_host, max_redirects, backoff
         self.draft_size, self.keep_bytes = draft_size, keep_bytes
-        # a trickling server could keep every read under `timeout` for ever: cap the whole body too
-        self.deadline = max(30.0, 3 * timeout)
+        self.deadline = body_deadline(timeout)
         # one connection pool per host, least recently used closed first: a LAION run meets a
         # million hosts, and idle keep-alive sockets must not pile up to the open-file limit
         self._pool_cache: OrderedDict[tuple, urllib3.connectionpool.HTTPConnectionPool] = OrderedDict()
-        self._host_slots: dict[str, threading.BoundedSemaphore] = {}
+        # default: the cap holds among this fetcher's threads
+        self._host_slots = host_slots or LocalHostSlots(per_host)
         self._lock = threading.Lock()
         self._pool_size = pool_size
 
@@ -211,7 +241,7 @@ class Fetcher:
         seen, target = {url}, parse_target(url)
         for _ in range(self.max_redirects + 1):
             # the host's slot covers the body too: the cap counts open connections, not requests started
-            with self._slot(target.host):
+            with self._host_slots(target.host):
                 hop = self._hop(url, target, seen)
             if hop[1] is not None:
                 return hop
@@ -267,10 +297,6 @@ class Fetcher:
                 # closing only drops idle sockets; a request still using one returns it closed
                 self._pool_cache.popitem(last=False)[1].close()
             return pool
-
-    def _slot(self, host: str) -> threading.BoundedSemaphore:
-        with self._lock:
-            return self._host_slots.setdefault(host, threading.BoundedSemaphore(self.per_host))
 
     def _request(self, target: Target):
         scheme, host, port, path = target.scheme, target.host, target.port, target.path

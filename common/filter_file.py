@@ -16,6 +16,7 @@ import numpy as np
 
 from common import hub, polars_parts
 from common.caption_filter import CaptionMatcher
+from common.cells import is_nested
 from common.metadata_parts import PartWriter, output_schema, output_table, rename_for_output
 from common.paths import DataTree
 from common.sources import SourceError, SourceFile, pick_columns, read_matches, source_schema
@@ -65,6 +66,9 @@ class FileReport:
 def filter_into_part(path: Path, src: SourceFile, job: Job, report: FileReport) -> None:
     schema = source_schema(path, src.name)
     url, caption = pick_columns(schema.names, src.name, job.url_column, job.caption_column)
+    if job.url_separator is None and is_nested(schema.field(url).type):
+        raise SourceError(f"column {url} holds lists of URLs ({schema.field(url).type}): leave --url-separator "
+                          "at auto for one row per picture")
     renames = rename_for_output(schema.names, job.url_column, job.caption_column)
     out_schema = output_schema(schema, renames, src.subset, job.url_separator)
     part = job.tree.metadata_part(src.index)

@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from common.cells import readable
 from common.cli import UserError
 from common.columns import ALIASES, LATER_COLUMNS, RELAION_SUBSETS, compose, find_column, row_ids, variant_renames
 from common.files import atomic_path, list_parts
@@ -63,41 +64,13 @@ def rename_for_output(names: list[str], url_column: str | None, caption_column: 
     return compose(names, variant, out)
 
 
-def percent_encode_bad_bytes(raw: bytes) -> str:
-    """A URL's bytes as text: bytes that are not UTF-8 percent-encoded, as a browser requests them."""
-    text = raw.decode("utf-8", "surrogateescape")
-    return "".join(f"%{ord(c) - 0xDC00:02X}" if "\udc80" <= c <= "\udcff" else c for c in text)
-
-
-def valid_text(table: pa.Table) -> pa.Table:
-    """Every text column as valid UTF-8, for the later steps to read: a URL's stray bytes are
-    percent-encoded (what a browser would request), other text gets U+FFFD for them.
-
-    A parquet or CSV file may hold bytes that are not UTF-8 in one row; without this, that row
-    would stop every later step that reads the column as text. Valid columns cost one check.
-    """
-    for k, field in enumerate(table.schema):
-        if not (pa.types.is_string(field.type) or pa.types.is_large_string(field.type)):
-            continue
-        raw = table.column(k).cast(pa.large_binary())
-        try:
-            raw.cast(pa.large_string())  # validates UTF-8
-            continue
-        except pa.ArrowInvalid:
-            pass
-        fix = percent_encode_bad_bytes if field.name == "url" else (lambda b: b.decode("utf-8", "replace"))
-        fixed = pa.array([None if b is None else fix(b) for b in raw.to_pylist()], field.type)
-        table = table.set_column(k, field, fixed)
-    return table
-
-
 def output_table(matched: pa.Table, which: np.ndarray, keywords: list[str], source_name: str,
                  renames: dict[str, str], subset: str | None = None,
                  url_separator: str | None = None) -> tuple[pa.Table, int]:
     """(rows to write, rows dropped for having no URL): renamed, with id, source_file, subset (when
     the file is from one) and matched_keyword (and, with a `url_separator`, one row per image with
     post_id/image_index: common.url_lists)."""
-    table = valid_text(matched.rename_columns([renames.get(n, n) for n in matched.column_names]))
+    table = readable(matched.rename_columns([renames.get(n, n) for n in matched.column_names]))
     post_columns = {}
     if url_separator is not None:
         table, which, dropped, post_columns = explode(table, which, url_separator)

@@ -10,7 +10,9 @@ file -> one part; common/embed_shard.py: one shard -> index + npy); this module 
 - Step 01: one task per source file. The Hugging Face token travels inside the task's argument
   (a `Job`, whose repr leaves it out), never in the runtime environment, which Ray shows.
 - Step 05: CPU tasks fetch and store the thumbnails; actors that hold the model (one per GPU,
-  or one per node without GPUs) embed each shard from those thumbnails and write it.
+  or one per node without GPUs) embed each shard from those thumbnails and write it. Limiter
+  actors (common/host_slots.py, one per 4 CPUs, at least one per node) hold `--per-host` for
+  all the fetch tasks at once.
 - Faults: tasks are retried and a killed actor restarts; every write is atomic and a unit
   rewrites the same files, so a retry duplicates nothing and a re-run resumes.
 
@@ -18,6 +20,7 @@ Imported only when --ray is given.
 """
 from __future__ import annotations
 
+import math
 import os
 import secrets
 import subprocess
@@ -39,6 +42,11 @@ PROBE_PREFIX = ".ray-probe-"
 PLACEMENT_MEMORY = 1 << 20  # bytes of Ray's `memory` resource a CPU model actor asks for (see _cpu_actor_placement)
 # what a driver needs to join a cluster that uses token authentication (Ray >= 2.52) by its address
 TOKEN_ENV = "RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN (or ~/.ray/auth_token)"
+LIMITER_CONCURRENCY = 100_000  # acquires one limiter may hold waiting: every fetch thread of the cluster
+# a slot costs two actor calls: one limiter granted about 300 slots/s on a busy 2-core machine
+# (bench/bench_host_slots.py), and a fetch task (one CPU) asks about --workers / latency a second
+# (16 / 0.3 s = ~55): a limiter for every 4 fetch tasks keeps the limiters from setting the pace
+CPUS_PER_LIMITER = 4
 
 
 def _ray():
@@ -68,8 +76,10 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
             if address:
                 ray.init(address=address, runtime_env=env or None, log_to_driver=True)
             else:
+                # "local": a Ray of its own, even where `ray start` (another user's, perhaps) left
+                # an address for ray.init to join
                 with _lean_local_start(ray):
-                    ray.init(_node_ip_address=LOOPBACK, include_dashboard=False, num_cpus=num_cpus,
+                    ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=False, num_cpus=num_cpus,
                              runtime_env=env or None, log_to_driver=True)
     except ConnectionError as e:
         if "AuthenticationError" in f"{e} {e.__cause__}":
@@ -314,12 +324,15 @@ class EmbedActor:
         return fn(self._context()["clip"])
 
 
-def _fetch_task(args, tree, items: dict, input_size: int, cwd: str):
+def _fetch_task(args, tree, items: dict, input_size: int, cwd: str, limiters: list):
     from common.download_embed import ImageSource
     from common.embed_shard import fetch_thumbnails, make_fetcher
+    from common.fetch import LocalHostSlots
+    from common.host_slots import ClusterHostSlots
 
     _enter(cwd)
-    fetcher = make_fetcher(args, input_size)
+    slots = ClusterHostSlots(limiters, LocalHostSlots(args.per_host)) if limiters else None
+    fetcher = make_fetcher(args, input_size, slots)
     try:
         return fetch_thumbnails(items, ImageSource(tree, fetcher, args.thumb_size, input_size, args.keep_images),
                                 args.workers)
@@ -352,6 +365,19 @@ def _cpu_actor_placement(node: dict) -> dict:
     cpus = 1 if node.get("Resources", {}).get("CPU", 0) >= 2 else 0
     return {"num_cpus": cpus, "memory": PLACEMENT_MEMORY,
             "scheduling_strategy": NodeAffinitySchedulingStrategy(node["NodeID"], soft=True)}
+
+
+def _host_limiters(ray, args) -> list:
+    """Per-host limiters, one per CPUS_PER_LIMITER CPUs and at least one per node (hosts spread over
+    them by hash): --per-host for the whole run."""
+    from common.host_slots import HostLimiter, lease_ttl
+
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    count = max(1, nodes, math.ceil(ray.cluster_resources().get("CPU", 1) / CPUS_PER_LIMITER))
+    actor = ray.remote(num_cpus=0, max_concurrency=LIMITER_CONCURRENCY, max_restarts=RETRIES,
+                       max_task_retries=RETRIES)(HostLimiter)
+    return [actor.options(scheduling_strategy="SPREAD").remote(args.per_host, lease_ttl(args.timeout))
+            for _ in range(count)]
 
 
 class _Claims:
@@ -395,16 +421,20 @@ def run_shards(args, tree, parts: list, todo: list[int], model: tuple[str, str |
         infos = [unwrap(ray, a.info.remote()) for a in actors]  # loads every model now: a bad one fails here
         fetch = ray.remote(num_cpus=1, max_retries=RETRIES)(_fetch_task).options(name="05_fetch")
         in_flight = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
-        run, pending, claims = Counter(), {}, _Claims()
-        with tqdm(total=len(todo), desc="05 shards", unit="shard", disable=not todo) as bar:
-            for n, table in _wanted_shards(args, parts, todo):
-                mine, shared = claims.claim(n, reuse.unknown(shard_items(table, {})))
-                claims.refs[n] = fetch.remote(args, tree, mine, infos[0].input_size, cwd)
-                pending[actors[n % len(actors)].embed.remote(n, table, claims.refs[n], *shared)] = n
-                while len(pending) >= in_flight:
+        run, pending, claims, limiters = Counter(), {}, _Claims(), _host_limiters(ray, args)
+        try:
+            with tqdm(total=len(todo), desc="05 shards", unit="shard", disable=not todo) as bar:
+                for n, table in _wanted_shards(args, parts, todo):
+                    mine, shared = claims.claim(n, reuse.unknown(shard_items(table, {})))
+                    claims.refs[n] = fetch.remote(args, tree, mine, infos[0].input_size, cwd, limiters)
+                    pending[actors[n % len(actors)].embed.remote(n, table, claims.refs[n], *shared)] = n
+                    while len(pending) >= in_flight:
+                        claims.release(_collect_one(ray, pending, run, bar))
+                while pending:
                     claims.release(_collect_one(ray, pending, run, bar))
-            while pending:
-                claims.release(_collect_one(ray, pending, run, bar))
+        finally:
+            for limiter in limiters:
+                ray.kill(limiter)
         tags = unwrap(ray, actors[0].call.remote(tags_with_model))
         for a in actors:
             ray.kill(a)

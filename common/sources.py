@@ -12,7 +12,9 @@ blocks of all-string columns.
 from __future__ import annotations
 
 import glob
+import gzip
 import os
+import re
 import threading
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -135,7 +137,8 @@ def source_schema(path: Path, name: str) -> pa.Schema:
             return pa.schema([(n, pa.string()) for n in _csv_names(path, name)])
         return pq.read_schema(path)
     except (pa.ArrowException, OSError, ValueError) as e:
-        raise SourceError(_reason(e)) from None
+        raise SourceError(_reason(e) if name.lower().endswith(CSV_SUFFIXES) else _not_parquet(name) or _reason(e)) \
+            from None
 
 
 def _reason(e: Exception) -> str:
@@ -172,7 +175,15 @@ def _parquet_batches(path, name, matcher, url_column, caption_column, batch_rows
     except (pa.ArrowException, OSError) as e:
         if isinstance(e, OSError) and not isinstance(e, pa.ArrowException) and e.errno is not None:
             raise  # a real I/O error (disk, permissions), not a malformed file
-        raise SourceError(_reason(e)) from None
+        raise SourceError(_not_parquet(name) or _reason(e)) from None
+
+
+def _not_parquet(name: str) -> str | None:
+    """What to say of a file read as parquet whose name says it is something else."""
+    if name.lower().endswith(PARQUET_SUFFIXES):
+        return None
+    return (f"not a parquet file: step 01 reads {', '.join(PARQUET_SUFFIXES + CSV_SUFFIXES)} files "
+            "(save a spreadsheet or JSON export as CSV)")
 
 
 def _read_batch(path, metadata, groups: list[int], caption: str, matcher: CaptionMatcher) -> Batch:
@@ -197,19 +208,42 @@ def _assemble(names, caption, captions, rest) -> pa.Table:
 def _csv_options(path: Path, name: str, names: list[str] | None = None, malformed: list | None = None):
     """Reader options; a line with the wrong number of fields is skipped and appended to `malformed`
     (one broken line must not cost the file), and text is not checked for UTF-8 here: the rows
-    kept are repaired by common.metadata_parts.valid_text."""
-    tab = name.lower().endswith((".tsv", ".tsv.gz"))
-
+    kept are repaired by common.cells.valid_text."""
     def skip(row) -> str:
         malformed.append(row.number)
         return "skip"
 
-    parse = pv.ParseOptions(delimiter="\t" if tab else ",", newlines_in_values=True,
+    parse = pv.ParseOptions(delimiter=_delimiter(path, name), newlines_in_values=True,
                             invalid_row_handler=skip if malformed is not None else None)
     read = pv.ReadOptions(block_size=CSV_BLOCK_BYTES)
     convert = pv.ConvertOptions(column_types={n: pa.string() for n in names or ()}, strings_can_be_null=True,
                                 check_utf8=False)
     return read, parse, convert
+
+
+def _first_line(path: Path, name: str) -> bytes:
+    opener = gzip.open if name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as fh:
+            return fh.readline(1 << 16)
+    except (OSError, EOFError) as e:
+        raise SourceError(_reason(e)) from None
+
+
+def _delimiter(path: Path, name: str) -> str:
+    """Tab for .tsv; for .csv a comma, or the `;` (a spreadsheet's export where the comma is the
+    decimal mark), tab or `|` that the header line uses instead."""
+    if name.lower().endswith((".tsv", ".tsv.gz")):
+        return "\t"
+    head = _first_line(path, name)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise SourceError("the file is UTF-16 text (a spreadsheet's \"Unicode text\"): save it as CSV in UTF-8")
+    header = re.sub(rb'"[^"]*"', b"", head)  # separators inside quoted names do not count
+    if b"," in header:
+        return ","
+    counts = {sep: header.count(sep.encode()) for sep in (";", "\t", "|")}
+    best = max(counts, key=counts.get)
+    return best if counts[best] else ","
 
 
 def _csv_names(path: Path, name: str) -> list[str]:

@@ -15,7 +15,8 @@ Routes (all under http://127.0.0.1:PORT):
   /noai                  a good JPEG with `X-Robots-Tag: noai`
   /hold/<key>            a JPEG (one of 64, chosen by key) after `hold_seconds`: slow, distinct pictures
   /bench/<i>.jpg         benchmark images: latency drawn from `latency`, every `fail_every`-th fails
-Every request is logged (path, headers, time) and the peak number of requests in flight kept.
+Every request is logged (path, headers, time) and the peak number of requests in flight kept,
+in all (`peak_in_flight`) and per host the client named in its Host header (`peak_per_host`).
 """
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ class ImageHost:
         self._lock = threading.Lock()
         self._in_flight = 0
         self.peak_in_flight = 0
+        self._in_flight_per_host: dict[str, int] = {}
+        self.peak_per_host: dict[str, int] = {}
         self._stop = threading.Event()
         self._bench_cache: dict[int, bytes] = {}
         self.server = _QuietServer(("127.0.0.1", 0), _handler(self))
@@ -88,15 +91,25 @@ class ImageHost:
             self._seen.add(key)
             return new
 
-    def enter(self, path: str, headers: dict) -> None:
+    def enter(self, path: str, headers: dict) -> str:
+        """Count a request in; returns the host it named, for `leave`."""
+        host = urllib.parse.urlsplit(f"//{headers.get('Host', '')}").hostname or ""
         with self._lock:
             self.requests.append((path, headers, time.monotonic()))
             self._in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+            now = self._in_flight_per_host[host] = self._in_flight_per_host.get(host, 0) + 1
+            self.peak_per_host[host] = max(self.peak_per_host.get(host, 0), now)
+        return host
 
-    def leave(self) -> None:
+    def leave(self, host: str) -> None:
         with self._lock:
             self._in_flight -= 1
+            self._in_flight_per_host[host] -= 1
+
+    def reset_peaks(self) -> None:
+        with self._lock:
+            self.peak_in_flight, self.peak_per_host = self._in_flight, dict(self._in_flight_per_host)
 
     def bench_image(self, i: int) -> bytes:
         """One of 64 distinct pictures (bench_size) for index i."""
@@ -135,7 +148,7 @@ def _handler(host: ImageHost):
             self.redirect(clean.encode("utf-8", "replace").decode("latin-1"))
 
         def do_GET(self):
-            host.enter(self.path, dict(self.headers))
+            named = host.enter(self.path, dict(self.headers))
             try:
                 if self.path.startswith("/redirect-to?"):
                     self.redirect_raw(urllib.parse.unquote(self.path.split("?", 1)[1]))
@@ -144,7 +157,7 @@ def _handler(host: ImageHost):
             except (BrokenPipeError, ConnectionResetError):
                 pass
             finally:
-                host.leave()
+                host.leave(named)
 
         def route(self, path: str):
             parts = path.strip("/").split("/")

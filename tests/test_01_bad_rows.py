@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from common.caption_filter import build_matcher
 from common.columns import row_id
-from common.metadata_parts import percent_encode_bad_bytes
+from common.cells import percent_encode_bad_bytes
 from tests.conftest import load_step
 from tests.odd_inputs import captions, urls
 

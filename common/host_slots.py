@@ -1,0 +1,162 @@
+"""`--per-host` for a whole Ray cluster: every fetch task asks shared limiters for a host's slot.
+
+    limiter = HostLimiter(per_host=8, ttl=lease_ttl(timeout=10))   # in a Ray actor (async)
+    slots = ClusterHostSlots([actor, ...], fallback=LocalHostSlots(8))  # in each fetch task
+    with slots("example.org"):                                      # as a Fetcher's host_slots
+        ...one request, body included...
+
+A host's count lives in one limiter, chosen by a stable hash of the host, so several limiter
+actors share a cluster's hosts and no one of them serves every request. A slot is a lease:
+`acquire` waits (asyncio, first come first served) until the host has fewer than `per_host`
+leases, `release` ends one. A lease nobody releases (its worker died) expires after `ttl`, the
+longest a request holds its slot plus a margin, and its slot goes to the next in line.
+A limiter that dies restarts empty: for a moment the leases it forgot are not counted. One that
+cannot be reached at all leaves each process with its own cap (`fallback`), as without Ray.
+
+HostLimiter is plain asyncio (tested without Ray) and imports nothing heavy: its actor is a
+process of its own. ClusterHostSlots imports Ray only when used.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+import zlib
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+LEASE_MARGIN = 30.0  # seconds past the longest hold: DNS, which no timeout bounds, and scheduling
+SWEEP_EVERY = 10_000  # acquires between sweeps of hosts that no call touches any more
+
+log = logging.getLogger(__name__)
+
+
+def lease_ttl(timeout: float) -> float:
+    """Seconds after which a lease counts as abandoned, for a Fetcher with this timeout."""
+    from common.fetch import longest_slot_hold
+
+    return longest_slot_hold(timeout) + LEASE_MARGIN
+
+
+def limiter_for(host: str, count: int) -> int:
+    """Which of `count` limiters counts `host`: the same in every process and every run."""
+    return zlib.crc32(host.encode("utf-8", "surrogatepass")) % count
+
+
+# ---------------------------------------------------------------------------- the limiter
+@dataclass
+class _Host:
+    leases: dict[str, float] = field(default_factory=dict)  # lease id -> when it expires
+    queue: OrderedDict[str, asyncio.Future] = field(default_factory=OrderedDict)  # waiting, in order
+
+
+class HostLimiter:
+    """At most `per_host` leases per host; a lease lapses `ttl` seconds after it was granted."""
+
+    def __init__(self, per_host: int, ttl: float, clock=time.monotonic):
+        assert per_host >= 1 and ttl > 0, "a limiter needs at least one slot per host and a positive lease time"
+        self.per_host, self.ttl, self.clock = per_host, ttl, clock
+        self._hosts: dict[str, _Host] = {}
+        self._acquires = 0
+
+    async def acquire(self, host: str, lease: str) -> None:
+        """Return once `lease` holds one of `host`'s slots."""
+        self._acquires += 1
+        if self._acquires % SWEEP_EVERY == 0:
+            self._sweep()
+        h = self._hosts.setdefault(host, _Host())
+        if lease in h.leases:  # the same call again (retried after a lost reply): still one slot
+            h.leases[lease] = self.clock() + self.ttl
+            return
+        waiting = h.queue.get(lease) or asyncio.get_running_loop().create_future()
+        h.queue[lease] = waiting
+        self._grant(h)
+        try:
+            while not waiting.done():
+                # nobody may release: wake when the oldest lease lapses, to hand its slot on
+                await asyncio.wait({waiting}, timeout=max(0.0, min(h.leases.values()) - self.clock()))
+                self._grant(h)
+        finally:
+            if not waiting.done():  # cancelled while in line
+                h.queue.pop(lease, None)
+                self._forget_if_idle(host)
+
+    async def release(self, host: str, lease: str) -> None:
+        """End `lease` (nothing happens if it already lapsed: its slot may be someone else's now)."""
+        h = self._hosts.get(host)
+        if h is None:
+            return
+        h.leases.pop(lease, None)
+        self._grant(h)
+        self._forget_if_idle(host)
+
+    async def held(self, host: str) -> int:
+        """Leases of `host` that have not lapsed."""
+        h = self._hosts.get(host)
+        if h is None:
+            return 0
+        self._expire(h)
+        return len(h.leases)
+
+    # ------------------------------------------------------------------ inside
+    def _expire(self, h: _Host) -> None:
+        now = self.clock()
+        for lease in [lease for lease, until in h.leases.items() if until <= now]:
+            del h.leases[lease]
+
+    def _grant(self, h: _Host) -> None:
+        """Hand the free slots to the first in line."""
+        self._expire(h)
+        while h.queue and len(h.leases) < self.per_host:
+            lease, waiting = h.queue.popitem(last=False)
+            h.leases[lease] = self.clock() + self.ttl
+            waiting.set_result(None)
+
+    def _forget_if_idle(self, host: str) -> None:
+        h = self._hosts.get(host)
+        if h is not None and not h.leases and not h.queue:
+            del self._hosts[host]
+
+    def _sweep(self) -> None:
+        """Drop lapsed leases of every host (a host seen once, by a worker that died, stays otherwise)."""
+        for host, h in list(self._hosts.items()):
+            self._grant(h)
+            self._forget_if_idle(host)
+
+
+# ---------------------------------------------------------------------------- the client
+class ClusterHostSlots:
+    """A Fetcher's `host_slots` whose counts live in limiter actors shared by the whole run."""
+
+    def __init__(self, limiters: list, fallback):
+        """`fallback`: host slots to use while no limiter answers (common.fetch.LocalHostSlots)."""
+        assert limiters, "no limiter to ask"
+        self.limiters, self.fallback = limiters, fallback
+        self._warned = False
+
+    @contextmanager
+    def __call__(self, host: str):
+        limiter, lease = self.limiters[limiter_for(host, len(self.limiters))], uuid.uuid4().hex
+        if not self._acquire(limiter, host, lease):
+            with self.fallback(host):
+                yield
+            return
+        try:
+            yield
+        finally:
+            limiter.release.remote(host, lease)  # nobody waits for the answer
+
+    def _acquire(self, limiter, host: str, lease: str) -> bool:
+        import ray
+
+        try:
+            ray.get(limiter.acquire.remote(host, lease))
+            return True
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError) as e:  # restarts spent
+            if not self._warned:
+                self._warned = True
+                log.warning("a per-host limiter is gone (%s): --per-host now holds per fetch task",
+                            str(e).splitlines()[0][:200])
+            return False

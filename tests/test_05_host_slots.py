@@ -1,0 +1,148 @@
+"""The per-host limiter of a Ray run (common/host_slots.py), as plain asyncio, and the Fetcher's slot seam."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+
+from common.fetch import Fetcher, longest_slot_hold
+from common.host_slots import HostLimiter, lease_ttl, limiter_for
+from sample import images as sample
+from tests.conftest import ROOT
+from tests.image_server import image_server  # noqa: F401
+
+LONG = 60.0  # a lease time no test waits out
+
+
+async def settle():
+    """Let every coroutine that can run, run."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, timeout=30))
+
+
+def test_a_host_grants_per_host_leases_and_the_next_waits_for_a_release():
+    async def go():
+        limiter = HostLimiter(per_host=2, ttl=LONG)
+        await limiter.acquire("a.org", "1")
+        await limiter.acquire("a.org", "2")
+        third = asyncio.create_task(limiter.acquire("a.org", "3"))
+        other_host = asyncio.create_task(limiter.acquire("b.org", "4"))
+        await settle()
+        assert not third.done() and other_host.done()
+        assert await limiter.held("a.org") == 2
+        await limiter.release("a.org", "1")
+        await settle()
+        assert third.done() and await limiter.held("a.org") == 2
+
+    run(go())
+
+
+def test_waiting_leases_are_granted_in_the_order_they_asked():
+    async def go():
+        limiter, granted = HostLimiter(per_host=1, ttl=LONG), []
+        await limiter.acquire("a.org", "first")
+
+        async def ask(lease):
+            await limiter.acquire("a.org", lease)
+            granted.append(lease)
+
+        waiters = [asyncio.create_task(ask(str(i))) for i in range(4)]
+        await settle()
+        for lease in ["first", "0", "1", "2"]:
+            await limiter.release("a.org", lease)
+            await settle()
+        await asyncio.gather(*waiters)
+        assert granted == ["0", "1", "2", "3"]
+
+    run(go())
+
+
+def test_a_lease_never_released_frees_its_slot_after_its_ttl():
+    async def go():
+        limiter = HostLimiter(per_host=1, ttl=0.2)
+        await limiter.acquire("a.org", "dead-worker")  # its holder dies: no release ever comes
+        waiting = asyncio.create_task(limiter.acquire("a.org", "next"))
+        await settle()
+        assert not waiting.done()
+        await waiting  # nobody calls release: the limiter wakes itself when the lease lapses
+        assert await limiter.held("a.org") == 1
+        await limiter.release("a.org", "dead-worker")  # a late release of the lapsed lease frees nothing
+        assert await limiter.held("a.org") == 1
+        blocked = asyncio.create_task(limiter.acquire("a.org", "after"))
+        await settle()
+        assert not blocked.done(), "the lapsed lease's release freed the slot of the lease that replaced it"
+        blocked.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await blocked
+
+    run(go())
+
+
+def test_the_same_lease_asked_twice_holds_one_slot():
+    async def go():
+        limiter = HostLimiter(per_host=2, ttl=LONG)
+        await limiter.acquire("a.org", "1")
+        await limiter.acquire("a.org", "1")  # a call retried after its answer was lost
+        assert await limiter.held("a.org") == 1
+
+    run(go())
+
+
+def test_a_cancelled_wait_leaves_the_line_and_idle_hosts_are_forgotten():
+    async def go():
+        limiter = HostLimiter(per_host=1, ttl=LONG)
+        await limiter.acquire("a.org", "1")
+        gave_up = asyncio.create_task(limiter.acquire("a.org", "2"))
+        await settle()
+        gave_up.cancel()
+        await settle()
+        await limiter.release("a.org", "1")
+        assert await limiter.held("a.org") == 0 and limiter._hosts == {}
+
+    run(go())
+
+
+def test_hosts_spread_over_the_limiters_by_a_hash_that_every_process_agrees_on():
+    hosts = [f"img{i}.example.org" for i in range(400)]
+    spread = [limiter_for(h, 4) for h in hosts]
+    assert all(spread.count(k) > 50 for k in range(4))
+    code = f"from common.host_slots import limiter_for; print([limiter_for(h, 4) for h in {hosts!r}])"
+    for seed in ("1", "2"):  # str hashes differ between processes; the fetch tasks must agree
+        done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}, check=True)
+        assert done.stdout.strip() == str(spread)
+
+
+def test_a_lease_outlives_the_longest_request_a_fetcher_lets_hold_a_slot():
+    fetcher = Fetcher(timeout=10)
+    assert lease_ttl(10) > longest_slot_hold(10) >= 3 * 10 + fetcher.deadline
+
+
+# ---------------------------------------------------------------------------- the Fetcher's seam
+def test_the_fetcher_holds_an_injected_slot_for_the_whole_body(image_server):
+    events = []
+
+    @contextlib.contextmanager
+    def slots(host):
+        events.append(("enter", host))
+        yield
+        events.append(("exit", host))
+
+    url = image_server.add("a.png", sample.png(size=(40, 30)), "image/png")
+    fetcher = Fetcher(allow_private_hosts={"127.0.0.1"}, host_slots=slots)
+    real_body = fetcher._body
+    fetcher._body = lambda response: events.append(("body", None)) or real_body(response)
+    assert fetcher.fetch(url).ok
+    assert events == [("enter", "127.0.0.1"), ("body", None), ("exit", "127.0.0.1")]
+
+
+def test_without_ray_the_limiter_module_imports_no_ray():
+    code = "import sys, common.host_slots; assert 'ray' not in sys.modules, 'ray was imported'"
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
