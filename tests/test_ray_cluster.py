@@ -14,7 +14,6 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -57,13 +56,13 @@ def wait_for(check, what: str, timeout: float = 90.0):
     return found
 
 
-def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+def stop(proc: subprocess.Popen) -> None:
     """Stop a node's process and everything it started."""
     family = []
     with contextlib.suppress(psutil.Error):
         family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
     if proc.poll() is None:
-        proc.send_signal(sig)
+        proc.terminate()
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=30)
     for p in family:
@@ -106,9 +105,8 @@ class Cluster:
         node = [sys.executable, str(ROOT / "tests" / "ray_node.py"), self.address, "1"]
         with log.open("w") as out:
             proc = subprocess.Popen([*wrapper, *node], env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=self.root)
-        wait_for(lambda: "node_id" in log.read_text() or proc.poll() is not None, "a worker node")
+        wait_for(lambda: '"node_id"' in log.read_text() or proc.poll() is not None, "a worker node")
         assert proc.poll() is None, log.read_text()[-3000:]
-        proc.node_id = json.loads(log.read_text().splitlines()[-1])["node_id"]
         self.workers.append(proc)
         return proc
 
@@ -126,7 +124,11 @@ class Cluster:
 
     def kill_node(self, worker: subprocess.Popen) -> None:
         """The node's machine goes away: every process of the node dies at once, without warning."""
-        stop(worker, signal.SIGKILL)
+        family = [psutil.Process(worker.pid), *psutil.Process(worker.pid).children(recursive=True)]
+        for proc in family:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        worker.wait()
 
     def shutdown(self) -> None:
         for worker in self.workers:
@@ -141,6 +143,8 @@ def cluster():
     if ray._private.ray_constants.ENABLE_RAY_CLUSTER:  # set before `ray` was first imported, elsewhere
         pytest.fail("ray was imported without RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: a driver would reach the head "
                     "over the machine's network address")
+    if ray._private.utils.get_ray_client_dependency_error() is not None:
+        missing("the head's Ray Client server needs ray[client] (grpcio): pip install -r requirements.txt")
     root = Path(tempfile.mkdtemp(prefix="rayc-", dir="/tmp"))
     made = Cluster(root)
     try:
