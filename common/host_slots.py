@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 import zlib
@@ -28,6 +29,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 LEASE_MARGIN = 30.0  # seconds past the longest hold: DNS, which no timeout bounds, and scheduling
+KEEP_IDLE = 0.25  # seconds a fetch task keeps a host's lease after a request, for its next one there
 SWEEP_EVERY = 10_000  # acquires between sweeps of hosts that no call touches any more
 
 log = logging.getLogger(__name__)
@@ -128,25 +130,88 @@ class HostLimiter:
 
 # ---------------------------------------------------------------------------- the client
 class ClusterHostSlots:
-    """A Fetcher's `host_slots` whose counts live in limiter actors shared by the whole run."""
+    """A Fetcher's `host_slots` whose counts live in limiter actors shared by the whole run.
 
-    def __init__(self, limiters: list, fallback):
+    A lease outlives its request by up to `keep_idle` seconds: this task's next request to the same
+    host takes it without asking the limiter again (a round trip through Ray costs milliseconds,
+    and a city's images come mostly from a few hosts). A kept lease still counts at the limiter,
+    so the cap holds; one is reused only for `reuse_for` seconds after it was granted, so every
+    request ends before the limiter would expire its lease."""
+
+    def __init__(self, limiters: list, fallback, reuse_for: float = LEASE_MARGIN / 2, keep_idle: float = KEEP_IDLE):
         """`fallback`: host slots to use while no limiter answers (common.fetch.LocalHostSlots)."""
         assert limiters, "no limiter to ask"
         self.limiters, self.fallback = limiters, fallback
+        self.reuse_for, self.keep_idle = reuse_for, keep_idle
+        self._idle: dict[str, list[tuple[str, float, float]]] = {}  # host -> (lease, granted at, idle since)
+        self._lock = threading.Lock()
         self._warned = False
 
     @contextmanager
     def __call__(self, host: str):
-        limiter, lease = self.limiters[limiter_for(host, len(self.limiters))], uuid.uuid4().hex
-        if not self._acquire(limiter, host, lease):
-            with self.fallback(host):
-                yield
-            return
+        limiter = self._limiter(host)
+        held = self._take_idle(host)
+        if held is None:
+            lease = uuid.uuid4().hex
+            if not self._acquire(limiter, host, lease):
+                with self.fallback(host):
+                    yield
+                return
+            held = (lease, time.monotonic())
         try:
             yield
         finally:
-            limiter.release.remote(host, lease)  # nobody waits for the answer
+            self._park(host, *held)
+
+    def close(self) -> None:
+        """Give back every kept lease (the fetch task is done)."""
+        with self._lock:
+            idle, self._idle = self._idle, {}
+        for host, leases in idle.items():
+            for lease, _, _ in leases:
+                self._release(host, lease)
+
+    def _limiter(self, host: str):
+        return self.limiters[limiter_for(host, len(self.limiters))]
+
+    def _release(self, host: str, lease: str) -> None:
+        self._limiter(host).release.remote(host, lease)  # nobody waits for the answer
+
+    def _take_idle(self, host: str) -> tuple[str, float] | None:
+        now = time.monotonic()
+        with self._lock:
+            stale = self._stale(now)
+            kept = self._idle.get(host)
+            held = kept.pop()[:2] if kept else None
+            if kept == []:
+                del self._idle[host]
+        for h, lease in stale:
+            self._release(h, lease)
+        return held
+
+    def _park(self, host: str, lease: str, granted: float) -> None:
+        now = time.monotonic()
+        if now - granted >= self.reuse_for:
+            self._release(host, lease)
+            return
+        with self._lock:
+            self._idle.setdefault(host, []).append((lease, granted, now))
+
+    def _stale(self, now: float) -> list[tuple[str, str]]:
+        """Take out the kept leases idle too long or too old to reuse (under the lock)."""
+        stale = []
+        for host in list(self._idle):
+            keep = []
+            for lease, granted, since in self._idle[host]:
+                if now - since > self.keep_idle or now - granted >= self.reuse_for:
+                    stale.append((host, lease))
+                else:
+                    keep.append((lease, granted, since))
+            if keep:
+                self._idle[host] = keep
+            else:
+                del self._idle[host]
+        return stale
 
     def _acquire(self, limiter, host: str, lease: str) -> bool:
         import ray

@@ -338,6 +338,8 @@ def _fetch_task(args, tree, items: dict, input_size: int, cwd: str, limiters: li
                                 args.workers)
     finally:
         fetcher.close()
+        if slots is not None:
+            slots.close()  # the leases it kept for a next request
 
 
 def _embedders(ray, args, tree, model, cwd: str, reuse=None) -> list:

@@ -6,6 +6,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
 
 from common.fetch import Fetcher, longest_slot_hold
 from common.host_slots import HostLimiter, lease_ttl, limiter_for
@@ -146,3 +147,59 @@ def test_without_ray_the_limiter_module_imports_no_ray():
     code = "import sys, common.host_slots; assert 'ray' not in sys.modules, 'ray was imported'"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------- kept leases (ClusterHostSlots)
+class CountingLimiter:
+    """Stands in for a limiter actor's handle: records each lease asked for and given back."""
+
+    def __init__(self):
+        self.asked, self.released = [], []
+        self.release = type("Method", (), {"remote": lambda _, host, lease: self.released.append((host, lease))})()
+
+
+def cluster_slots(monkeypatch, **kwargs):
+    from common.fetch import LocalHostSlots
+    from common.host_slots import ClusterHostSlots
+
+    limiter = CountingLimiter()
+    slots = ClusterHostSlots([limiter], LocalHostSlots(2), **kwargs)
+    monkeypatch.setattr(slots, "_acquire", lambda _, host, lease: limiter.asked.append((host, lease)) or True)
+    return slots, limiter
+
+
+def test_a_fetch_task_reuses_its_lease_for_the_next_request_to_the_same_host(monkeypatch):
+    slots, limiter = cluster_slots(monkeypatch, keep_idle=60.0)
+    for _ in range(10):
+        with slots("a.org"):
+            pass
+    with slots("b.org"):
+        pass
+    assert [h for h, _ in limiter.asked] == ["a.org", "b.org"] and limiter.released == []
+    slots.close()  # the task is done: every kept lease goes back
+    assert sorted(limiter.released) == sorted(limiter.asked)
+
+
+def test_requests_at_once_to_one_host_hold_a_lease_each(monkeypatch):
+    slots, limiter = cluster_slots(monkeypatch, keep_idle=60.0)
+    with slots("a.org"), slots("a.org"):
+        pass
+    with slots("a.org"), slots("a.org"):  # both kept leases are reused, none asked for
+        pass
+    assert len(limiter.asked) == 2 and len({lease for _, lease in limiter.asked}) == 2
+
+
+def test_a_kept_lease_goes_back_once_idle_or_too_old_to_reuse(monkeypatch):
+    slots, limiter = cluster_slots(monkeypatch, keep_idle=0.05)
+    with slots("a.org"):
+        pass
+    time.sleep(0.1)
+    with slots("b.org"):  # any call gives back what sat idle too long
+        pass
+    assert [h for h, _ in limiter.released] == ["a.org"]
+    old, limiter2 = cluster_slots(monkeypatch, keep_idle=60.0, reuse_for=0.0)
+    with old("a.org"):
+        pass
+    with old("a.org"):  # past its reuse window: given back, a fresh lease asked for
+        pass
+    assert len(limiter2.asked) == 2 and len(limiter2.released) == 2
