@@ -144,7 +144,10 @@ class ClusterHostSlots:
         self.limiters, self.fallback = limiters, fallback
         self.reuse_for, self.keep_idle = reuse_for, keep_idle
         self._idle: dict[str, list[tuple[str, float, float]]] = {}  # host -> (lease, granted at, idle since)
+        self._waiting: dict[str, int] = {}  # host -> this task's requests waiting for the limiter
         self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
         self._warned = False
 
     @contextmanager
@@ -153,7 +156,12 @@ class ClusterHostSlots:
         held = self._take_idle(host)
         if held is None:
             lease = uuid.uuid4().hex
-            if not self._acquire(limiter, host, lease):
+            self._count_waiting(host, +1)
+            try:
+                granted = self._acquire(limiter, host, lease)
+            finally:
+                self._count_waiting(host, -1)
+            if not granted:
                 with self.fallback(host):
                     yield
                 return
@@ -165,6 +173,7 @@ class ClusterHostSlots:
 
     def close(self) -> None:
         """Give back every kept lease (the fetch task is done)."""
+        self._stop.set()
         with self._lock:
             idle, self._idle = self._idle, {}
         for host, leases in idle.items():
@@ -189,13 +198,37 @@ class ClusterHostSlots:
             self._release(h, lease)
         return held
 
-    def _park(self, host: str, lease: str, granted: float) -> None:
-        now = time.monotonic()
-        if now - granted >= self.reuse_for:
-            self._release(host, lease)
-            return
+    def _count_waiting(self, host: str, step: int) -> None:
         with self._lock:
-            self._idle.setdefault(host, []).append((lease, granted, now))
+            self._waiting[host] = self._waiting.get(host, 0) + step
+            if not self._waiting[host]:
+                del self._waiting[host]
+
+    def _park(self, host: str, lease: str, granted: float) -> None:
+        """Keep the lease for this task's next request to `host`, unless one of its requests is
+        already waiting for the limiter (which then gets the slot) or the lease is too old."""
+        now = time.monotonic()
+        with self._lock:
+            keep = now - granted < self.reuse_for and not self._waiting.get(host) and not self._stop.is_set()
+            if keep:
+                self._idle.setdefault(host, []).append((lease, granted, now))
+                self._start_sweeper()
+        if not keep:
+            self._release(host, lease)
+
+    def _start_sweeper(self) -> None:
+        """A thread that gives back leases kept idle too long, even while no request of this task
+        starts (under the lock): a kept lease must never hold up another task for long."""
+        if self._sweeper is None:
+            self._sweeper = threading.Thread(target=self._sweep, name="host-slots-sweeper", daemon=True)
+            self._sweeper.start()
+
+    def _sweep(self) -> None:
+        while not self._stop.wait(self.keep_idle / 2):
+            with self._lock:
+                stale = self._stale(time.monotonic())
+            for host, lease in stale:
+                self._release(host, lease)
 
     def _stale(self, now: float) -> list[tuple[str, str]]:
         """Take out the kept leases idle too long or too old to reuse (under the lock)."""

@@ -203,3 +203,36 @@ def test_a_kept_lease_goes_back_once_idle_or_too_old_to_reuse(monkeypatch):
     with old("a.org"):  # past its reuse window: given back, a fresh lease asked for
         pass
     assert len(limiter2.asked) == 2 and len(limiter2.released) == 2
+
+
+def test_a_kept_lease_goes_back_by_itself_when_no_request_follows(monkeypatch):
+    slots, limiter = cluster_slots(monkeypatch, keep_idle=0.05)
+    with slots("a.org"):
+        pass
+    deadline = time.monotonic() + 5
+    while not limiter.released and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert limiter.released == limiter.asked  # another task waiting for a.org is not held up
+    slots.close()
+
+
+def test_a_lease_goes_straight_back_when_a_request_of_the_same_task_waits_for_that_host(monkeypatch):
+    import threading
+
+    slots, limiter = cluster_slots(monkeypatch, keep_idle=60.0)
+    asking, answer = threading.Event(), threading.Event()
+
+    def slow_acquire(_, host, lease):  # the limiter has no free slot until the lease below comes back
+        limiter.asked.append((host, lease))
+        asking.set()
+        return answer.wait(5)
+
+    with slots("a.org"):
+        monkeypatch.setattr(slots, "_acquire", slow_acquire)
+        second = threading.Thread(target=lambda: slots("a.org").__enter__())
+        second.start()
+        assert asking.wait(5)
+    assert len(limiter.released) == 1  # not kept for later: the waiting request needs the slot now
+    answer.set()
+    second.join(5)
+    slots.close()
