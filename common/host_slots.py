@@ -187,15 +187,20 @@ class ClusterHostSlots:
         self._limiter(host).release.remote(host, lease)  # nobody waits for the answer
 
     def _take_idle(self, host: str) -> tuple[str, float] | None:
-        now = time.monotonic()
+        """A lease this task kept for `host` and may still reuse (the sweeper gives back idle ones)."""
+        now, held, old = time.monotonic(), None, []
         with self._lock:
-            stale = self._stale(now)
-            kept = self._idle.get(host)
-            held = kept.pop()[:2] if kept else None
-            if kept == []:
-                del self._idle[host]
-        for h, lease in stale:
-            self._release(h, lease)
+            kept = self._idle.get(host, [])
+            while kept and held is None:
+                lease, granted, _ = kept.pop()
+                if now - granted < self.reuse_for:
+                    held = (lease, granted)
+                else:
+                    old.append(lease)
+            if not kept:
+                self._idle.pop(host, None)
+        for lease in old:
+            self._release(host, lease)
         return held
 
     def _count_waiting(self, host: str, step: int) -> None:
@@ -231,7 +236,7 @@ class ClusterHostSlots:
                 self._release(host, lease)
 
     def _stale(self, now: float) -> list[tuple[str, str]]:
-        """Take out the kept leases idle too long or too old to reuse (under the lock)."""
+        """Take out the kept leases idle too long or too old to reuse (under the lock; for the sweeper)."""
         stale = []
         for host in list(self._idle):
             keep = []
