@@ -1,11 +1,13 @@
 """Shared test set-up: the repository on sys.path, numbered steps loadable, network only on loopback."""
 from __future__ import annotations
 
+import contextlib
 import importlib
 import ipaddress
 import os
 import socket
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -31,6 +33,24 @@ def missing(what: str) -> None:
     if in_ci():
         pytest.fail(f"CI is set, so this cannot be skipped: {what}", pytrace=False)
     pytest.skip(what)
+
+
+@contextlib.contextmanager
+def polling(step, every: float):
+    """Call step() every `every` seconds in a thread while the block runs, until it returns True."""
+    stop = threading.Event()
+
+    def loop():
+        while not stop.is_set() and not step():
+            stop.wait(every)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _is_loopback(address) -> bool:

@@ -11,8 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 import types
 from pathlib import Path
 
@@ -28,7 +26,7 @@ from common.embedding_shards import finished_shards, read_shard
 from common.paths import DataTree
 from sample import images as sample
 from sample.relaion import write_relaion_parquet
-from tests.conftest import ROOT, load_step
+from tests.conftest import ROOT, load_step, polling
 from tests.hub_server import hub_server  # noqa: F401
 from tests.image_server import image_server  # noqa: F401
 from tests.tiny_clip import checkpoint_files
@@ -62,26 +60,19 @@ def model_dir(tmp_path_factory) -> str:
 def kill_once(title: str):
     """SIGKILL the first of this process's descendants whose title starts with `title` (Ray names a
     worker after the task it runs); yields the list of pids killed."""
-    killed, stop = [], threading.Event()
+    killed = []
 
-    def watch():
-        me = psutil.Process()
-        while not stop.is_set() and not killed:
-            for proc in me.children(recursive=True):
-                with contextlib.suppress(psutil.Error):
-                    if " ".join(proc.cmdline()).startswith(title):
-                        proc.kill()
-                        killed.append(proc.pid)
-                        break
-            time.sleep(0.01)
+    def look() -> bool:
+        for proc in psutil.Process().children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if " ".join(proc.cmdline()).startswith(title):
+                    proc.kill()
+                    killed.append(proc.pid)
+                    return True
+        return False
 
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
+    with polling(look, 0.01):
         yield killed
-    finally:
-        stop.set()
-        watcher.join()
 
 
 def error_line(capsys) -> str:

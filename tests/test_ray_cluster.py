@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -30,7 +29,7 @@ from common import ray_runner
 from common.paths import DataTree
 from sample import images as sample
 from sample.relaion import write_relaion_parquet
-from tests.conftest import ROOT, missing
+from tests.conftest import ROOT, missing, polling
 from tests.image_server import image_server  # noqa: F401
 from tests.test_ray import (_on_loopback, assert_same_shards, error_line, model_dir, parts_of, run01,  # noqa: F401
                             run05, stats_counts, write_input)
@@ -193,32 +192,25 @@ def watch_nodes(cluster: Cluster, kill=None):
     ray::EmbedActor.embed; an idle actor after its class, ray::EmbedActor); its parent is its
     node's raylet. With kill=(worker node, when), that node is killed as soon as when(seen) is true,
     and seen["killed"] is then set."""
-    seen, done = defaultdict(set), threading.Event()
+    seen, pending = defaultdict(set), [kill]
     raylets = cluster.raylets()
 
-    def poll():
-        pending = kill
-        while not done.is_set():
-            for pid, node in raylets.items():
-                with contextlib.suppress(psutil.Error):
-                    for proc in psutil.Process(pid).children():
-                        with contextlib.suppress(psutil.Error, IndexError):
-                            title = proc.cmdline()[0].split()[0]
-                            if title.startswith("ray::"):
-                                seen[title].add((node, proc.pid))
-            if pending and pending[1](seen):
-                cluster.kill_node(pending[0])
-                seen["killed"].add(("worker", pending[0].pid))
-                pending = None
-            time.sleep(0.02)
+    def look() -> bool:
+        for pid, node in raylets.items():
+            with contextlib.suppress(psutil.Error):
+                for proc in psutil.Process(pid).children():
+                    with contextlib.suppress(psutil.Error, IndexError):
+                        title = proc.cmdline()[0].split()[0]
+                        if title.startswith("ray::"):
+                            seen[title].add((node, proc.pid))
+        if pending[0] and pending[0][1](seen):
+            cluster.kill_node(pending[0][0])
+            seen["killed"].add(("worker", pending[0][0].pid))
+            pending[0] = None
+        return False  # watch until the block ends
 
-    watcher = threading.Thread(target=poll, daemon=True)
-    watcher.start()
-    try:
+    with polling(look, 0.02):
         yield seen
-    finally:
-        done.set()
-        watcher.join()
 
 
 def nodes(seen: dict, title: str) -> set[str]:
