@@ -20,6 +20,10 @@ file contents are refused.
 shards with RE-LAION's columns at the repo root, named as Spark names them
 (`part-00000-<uuid>-c000.snappy.parquet`).
 
+A file's content is bytes, or a Path for files too large to hold in memory (streamed from disk;
+its ids are derived from its name, size and modification time instead of its bytes). `rate`
+caps the bytes per second the Hub sends, all downloads together, as one network link would.
+
 Usage in a test module:
 
     from tests.hub_server import hub_server  # noqa: F401
@@ -34,7 +38,9 @@ import hashlib
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
@@ -51,6 +57,7 @@ LFS_SUFFIXES = (".parquet", ".safetensors", ".bin", ".pt", ".pth", ".npy", ".zip
 LFS_MIN_SIZE = 10 * 1024 * 1024
 DEFAULT_PAGE_SIZE = 1000  # the Hub's page size for a tree listing without expand
 DATE = "2024-08-30T00:00:00.000Z"
+CHUNK = 256 * 1024  # bytes per write of a file body
 
 _API_RE = re.compile(r"^/api/(?P<kind>models|datasets|spaces)/(?P<rest>.+)$")
 _RESOLVE_RE = re.compile(r"^/(?:(?P<kind>datasets|spaces)/)?(?P<repo>[^/]+/[^/]+|[^/]+)/resolve/(?P<rest>.+)$")
@@ -67,29 +74,61 @@ def _git_blob_sha(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
+def _stand_in(path: Path) -> bytes:
+    """What a file on disk is hashed as: its name, size and modification time, not its bytes."""
+    st = path.stat()
+    return f"{path.name}:{st.st_size}:{st.st_mtime_ns}".encode()
+
+
 @dataclass
 class Repo:
     repo_id: str
     repo_type: str
-    files: dict[str, bytes]
+    files: dict[str, bytes | Path]
     gated: bool = False
     sha: str = field(init=False)
 
     def __post_init__(self):
         digest = hashlib.sha1(f"{self.repo_type}/{self.repo_id}".encode())
         for path in sorted(self.files):
-            digest.update(path.encode() + b"\0" + hashlib.sha256(self.files[path]).digest())
+            digest.update(path.encode() + b"\0" + bytes.fromhex(self.sha256(path)))
         self.sha = digest.hexdigest()
 
+    def size(self, path: str) -> int:
+        data = self.files[path]
+        return data.stat().st_size if isinstance(data, Path) else len(data)
+
+    def sha256(self, path: str) -> str:
+        data = self.files[path]
+        return hashlib.sha256(_stand_in(data) if isinstance(data, Path) else data).hexdigest()
+
     def is_lfs(self, path: str) -> bool:
-        return path.endswith(LFS_SUFFIXES) or len(self.files[path]) >= LFS_MIN_SIZE
+        return path.endswith(LFS_SUFFIXES) or self.size(path) >= LFS_MIN_SIZE
 
     def file_entry(self, path: str) -> dict:
-        data = self.files[path]
-        entry = {"type": "file", "oid": _git_blob_sha(data), "size": len(data), "path": path}
+        data, size = self.files[path], self.size(path)
+        oid = _git_blob_sha(_stand_in(data) if isinstance(data, Path) else data)
+        entry = {"type": "file", "oid": oid, "size": size, "path": path}
         if self.is_lfs(path):
-            entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+            entry["lfs"] = {"oid": self.sha256(path), "size": size, "pointerSize": 134}
         return entry
+
+    def chunks(self, path: str, start: int, end: int):
+        """The bytes start..end (inclusive), in pieces of at most CHUNK."""
+        data = self.files[path]
+        if not isinstance(data, Path):
+            for at in range(start, end + 1, CHUNK):
+                yield data[at:min(at + CHUNK, end + 1)]
+            return
+        with data.open("rb") as f:
+            f.seek(start)
+            left = end + 1 - start
+            while left > 0:
+                piece = f.read(min(CHUNK, left))
+                if not piece:
+                    return
+                left -= len(piece)
+                yield piece
 
     def folders(self) -> set[str]:
         out = set()
@@ -135,8 +174,10 @@ class Repo:
 class LoopbackHub:
     """State of one loopback Hub: repos, tokens, and every request it saw."""
 
-    def __init__(self):
+    def __init__(self, rate: float | None = None):
         self.repos: dict[tuple[str, str], Repo] = {}
+        self.rate = rate  # bytes per second for all file bodies together; None: as fast as it goes
+        self._next_send = 0.0
         self.token = VALID_TOKEN
         # a valid login that never accepted any gated repo's terms
         self.unaccepted_token = UNACCEPTED_TOKEN
@@ -148,10 +189,10 @@ class LoopbackHub:
         self._server: ThreadingHTTPServer | None = None
 
     # ------------------------------------------------------------------ test-facing API
-    def add_repo(self, repo_id: str, files: dict[str, bytes], repo_type: str = "dataset",
+    def add_repo(self, repo_id: str, files: dict[str, bytes | Path], repo_type: str = "dataset",
                  gated: bool = False) -> Repo:
         assert repo_type in ("dataset", "model", "space"), f"unknown repo type {repo_type!r}"
-        repo = Repo(repo_id, repo_type, {p: bytes(b) for p, b in files.items()}, gated)
+        repo = Repo(repo_id, repo_type, {p: b if isinstance(b, Path) else bytes(b) for p, b in files.items()}, gated)
         with self._lock:
             self.repos[(repo_type, repo_id)] = repo
         return repo
@@ -163,6 +204,15 @@ class LoopbackHub:
                  for i, name in enumerate(hub_files(parts, seed))}
         self.add_repo(repo_id, {"README.md": b"# RE-LAION-5B\n", **files}, repo_type="dataset", gated=gated)
         return files
+
+    def pace(self, n: int) -> None:
+        """Wait until `n` more bytes fit under `rate` (shared by every download in flight)."""
+        if not self.rate:
+            return
+        with self._lock:
+            at = max(time.monotonic(), self._next_send)
+            self._next_send = at + n / self.rate
+        time.sleep(max(0.0, at - time.monotonic()))
 
     def paths_requested(self, method: str | None = None) -> list[str]:
         return [p for m, p, _ in self.requests if method is None or m == method]
@@ -338,24 +388,29 @@ class _HubHandler(BaseHTTPRequestHandler):
         self._send_file(repo, path, head)
 
     def _send_file(self, repo: Repo, path: str, head: bool) -> None:
-        data = repo.files[path]
+        size = repo.size(path)
         entry = repo.file_entry(path)
         etag = f'"{entry["lfs"]["oid"]}"' if "lfs" in entry else f'"{entry["oid"]}"'
         headers = {"ETag": etag, "X-Repo-Commit": repo.sha, "Accept-Ranges": "bytes",
                    "Content-Type": "application/octet-stream",
                    "Content-Disposition": f'inline; filename="{path.rsplit("/", 1)[-1]}";'}
         if "lfs" in entry:
-            headers.update({"X-Linked-Etag": etag, "X-Linked-Size": str(len(data))})
+            headers.update({"X-Linked-Etag": etag, "X-Linked-Size": str(size)})
+        status, start, end = 200, 0, size - 1
         rng = self.headers.get("Range")
         if rng and not head:
             m = re.fullmatch(r"bytes=(\d*)-(\d*)", rng.strip())
             start = int(m[1]) if m and m[1] else None
-            if m is None or start is None or start >= len(data):
-                return self._send(416, b"", {"Content-Range": f"bytes */{len(data)}", **headers})
-            end = min(int(m[2]), len(data) - 1) if m[2] else len(data) - 1
-            headers["Content-Range"] = f"bytes {start}-{end}/{len(data)}"
-            return self._send(206, data[start:end + 1], headers)
-        self._send(200, data, headers, head)
+            if m is None or start is None or start >= size:
+                return self._send(416, b"", {"Content-Range": f"bytes */{size}", **headers})
+            status, end = 206, (min(int(m[2]), size - 1) if m[2] else size - 1)
+            headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+        self._send(status, b"", {**headers, "Content-Length": str(end + 1 - start)}, head=True)
+        if head:
+            return
+        for piece in repo.chunks(path, start, end):
+            self.state.pace(len(piece))
+            self.wfile.write(piece)
 
 
 def point_client_at(monkeypatch, url: str, home) -> None:

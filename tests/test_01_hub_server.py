@@ -106,3 +106,38 @@ def test_paths_info_reports_files_and_folders(hub_server):
     hub_server.add_repo("org/data", FILES)
     infos = HfApi().get_paths_info("org/data", ["data", "README.md", "missing"], repo_type="dataset")
     assert sorted(i.path for i in infos) == ["README.md", "data"]
+
+
+def test_a_file_on_disk_is_streamed_whole_and_by_range(hub_server, tmp_path):
+    body = bytes(range(256)) * 4000 + b"tail"  # several CHUNKs
+    on_disk = tmp_path / "big.parquet"
+    on_disk.write_bytes(body)
+    hub_server.add_repo("org/big", {"big.parquet": on_disk}, gated=True)
+    path = hf_hub_download("org/big", "big.parquet", repo_type="dataset", token=hub_server.token,
+                           local_dir=tmp_path / "dl")
+    assert Path(path).read_bytes() == body
+    url = f"{hub_server.url}/datasets/org/big/resolve/main/big.parquet"
+    auth = {"Authorization": f"Bearer {hub_server.token}"}
+    r = httpx2.get(url, headers={**auth, "Range": "bytes=1000000-"})
+    assert r.status_code == 206 and r.content == body[1000000:]
+    assert r.headers["Content-Range"] == f"bytes 1000000-{len(body) - 1}/{len(body)}"
+    entry = next(iter(HfApi().list_repo_tree("org/big", repo_type="dataset", token=hub_server.token)))
+    assert entry.size == len(body) and entry.lfs is not None
+
+
+def test_rate_spaces_the_chunks_of_all_downloads_together(monkeypatch):
+    from tests import hub_server as module
+
+    clock, slept = [100.0], []
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(module.time, "sleep", lambda s: slept.append(round(s, 6)))
+    hub = module.LoopbackHub(rate=1000.0)  # bytes per second
+    for n in (500, 500, 1000):  # as if three downloads each sent a chunk at the same instant
+        hub.pace(n)
+    assert slept == [0.0, 0.5, 1.0]  # the link sends 500 + 500 bytes before the third chunk can go
+    clock[0] = 110.0  # idle for a while: the next chunk goes at once, no burst allowance saved up
+    hub.pace(1000)
+    hub.pace(1)
+    assert slept[3:] == [0.0, 1.0]
+    module.LoopbackHub().pace(10**9)  # no rate: never waits
+    assert len(slept) == 5
