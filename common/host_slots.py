@@ -13,6 +13,13 @@ longest a request holds its slot plus a margin, and its slot goes to the next in
 A limiter that dies restarts empty: for a moment the leases it forgot are not counted. One that
 cannot be reached at all leaves each process with its own cap (`fallback`), as without Ray.
 
+Asking costs a Ray actor call (milliseconds of CPU on both sides), so a fetch task keeps a lease
+after its request for its next request to the same host, and gives leases back in batches: a
+thread of its own calls `settle` on each limiter a few times a second, which ends the leases the
+task is done with and names the hosts of its kept leases that another request waits for (those
+go back at once). A request therefore asks a limiter only for a host its task holds no free
+lease of, and a kept lease holds up another task for at most one tick.
+
 HostLimiter is plain asyncio (tested without Ray) and imports nothing heavy: its actor is a
 process of its own. ClusterHostSlots imports Ray only when used.
 """
@@ -29,7 +36,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 LEASE_MARGIN = 30.0  # seconds past the longest hold: DNS, which no timeout bounds, and scheduling
-KEEP_IDLE = 0.25  # seconds a fetch task keeps a host's lease after a request, for its next one there
+KEEP_IDLE = 5.0  # seconds a fetch task keeps a host's lease after a request, for its next one there
+TICK = 0.1  # seconds between a fetch task's `settle` calls while it keeps or gives back leases
 SWEEP_EVERY = 10_000  # acquires between sweeps of hosts that no call touches any more
 
 log = logging.getLogger(__name__)
@@ -94,6 +102,13 @@ class HostLimiter:
         self._grant(h)
         self._forget_if_idle(host)
 
+    async def settle(self, releases: list[tuple[str, str]], kept: list[str]) -> list[str]:
+        """End the leases in `releases` ((host, lease) pairs); return the hosts among `kept` (whose
+        leases the caller keeps idle) for which a request now waits."""
+        for host, lease in releases:
+            await self.release(host, lease)
+        return [host for host in kept if host in self._hosts and self._hosts[host].queue]
+
     async def held(self, host: str) -> int:
         """Leases of `host` that have not lapsed."""
         h = self._hosts.get(host)
@@ -132,22 +147,26 @@ class HostLimiter:
 class ClusterHostSlots:
     """A Fetcher's `host_slots` whose counts live in limiter actors shared by the whole run.
 
-    A lease outlives its request by up to `keep_idle` seconds: this task's next request to the same
-    host takes it without asking the limiter again (a round trip through Ray costs milliseconds,
-    and a city's images come mostly from a few hosts). A kept lease still counts at the limiter,
-    so the cap holds; one is reused only for `reuse_for` seconds after it was granted, so every
-    request ends before the limiter would expire its lease."""
+    A lease outlives its request: this task's next request to the same host takes it without
+    asking a limiter again (a round trip through Ray costs milliseconds of CPU, and a city's images
+    come mostly from a few hosts). A kept lease still counts at the limiter, so the cap holds. It
+    goes back when another request waits for its host (seen at the next `settle`, every `tick`
+    seconds), when it sat idle `keep_idle` seconds, or when it is too old to reuse: one is reused
+    only for `reuse_for` seconds after it was granted, so every request ends before the limiter
+    would expire its lease. Leases given back wait for the next tick, and go in one call."""
 
-    def __init__(self, limiters: list, fallback, reuse_for: float = LEASE_MARGIN / 2, keep_idle: float = KEEP_IDLE):
+    def __init__(self, limiters: list, fallback, reuse_for: float = LEASE_MARGIN / 2, keep_idle: float = KEEP_IDLE,
+                 tick: float = TICK):
         """`fallback`: host slots to use while no limiter answers (common.fetch.LocalHostSlots)."""
         assert limiters, "no limiter to ask"
         self.limiters, self.fallback = limiters, fallback
-        self.reuse_for, self.keep_idle = reuse_for, keep_idle
+        self.reuse_for, self.keep_idle, self.tick = reuse_for, keep_idle, tick
         self._idle: dict[str, list[tuple[str, float, float]]] = {}  # host -> (lease, granted at, idle since)
         self._waiting: dict[str, int] = {}  # host -> this task's requests waiting for the limiter
+        self._done: list[tuple[str, str]] = []  # (host, lease) given back at the next tick
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._sweeper: threading.Thread | None = None
+        self._ticker: threading.Thread | None = None
         self._warned = False
 
     @contextmanager
@@ -174,21 +193,27 @@ class ClusterHostSlots:
     def close(self) -> None:
         """Give back every kept lease (the fetch task is done)."""
         self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
         with self._lock:
-            idle, self._idle = self._idle, {}
-        for host, leases in idle.items():
-            for lease, _, _ in leases:
-                self._release(host, lease)
+            done = self._done + [(host, lease) for host, kept in self._idle.items() for lease, _, _ in kept]
+            self._done, self._idle = [], {}
+        for limiter, releases in self._by_limiter(done).items():
+            limiter.settle.remote(releases, [])  # nobody waits for the answer
 
+    # ------------------------------------------------------------------ requests
     def _limiter(self, host: str):
         return self.limiters[limiter_for(host, len(self.limiters))]
 
-    def _release(self, host: str, lease: str) -> None:
-        self._limiter(host).release.remote(host, lease)  # nobody waits for the answer
+    def _by_limiter(self, pairs) -> dict:
+        out: dict = {}
+        for host, lease in pairs:
+            out.setdefault(self._limiter(host), []).append((host, lease))
+        return out
 
     def _take_idle(self, host: str) -> tuple[str, float] | None:
-        """A lease this task kept for `host` and may still reuse (the sweeper gives back idle ones)."""
-        now, held, old = time.monotonic(), None, []
+        """A lease this task kept for `host` and may still reuse."""
+        now, held = time.monotonic(), None
         with self._lock:
             kept = self._idle.get(host, [])
             while kept and held is None:
@@ -196,11 +221,9 @@ class ClusterHostSlots:
                 if now - granted < self.reuse_for:
                     held = (lease, granted)
                 else:
-                    old.append(lease)
+                    self._done.append((host, lease))
             if not kept:
                 self._idle.pop(host, None)
-        for lease in old:
-            self._release(host, lease)
         return held
 
     def _count_waiting(self, host: str, step: int) -> None:
@@ -210,33 +233,50 @@ class ClusterHostSlots:
                 del self._waiting[host]
 
     def _park(self, host: str, lease: str, granted: float) -> None:
-        """Keep the lease for this task's next request to `host`, unless one of its requests is
-        already waiting for the limiter (which then gets the slot) or the lease is too old."""
+        """Keep the lease for this task's next request to `host`; but when one of its requests
+        already waits for the limiter, the lease goes back now, for that request to get."""
         now = time.monotonic()
         with self._lock:
-            keep = now - granted < self.reuse_for and not self._waiting.get(host) and not self._stop.is_set()
-            if keep:
-                self._idle.setdefault(host, []).append((lease, granted, now))
-                self._start_sweeper()
-        if not keep:
-            self._release(host, lease)
+            wanted_here = bool(self._waiting.get(host))
+            if not wanted_here:
+                if now - granted < self.reuse_for and not self._stop.is_set():
+                    self._idle.setdefault(host, []).append((lease, granted, now))
+                else:
+                    self._done.append((host, lease))
+                self._start_ticker()
+        if wanted_here:
+            self._limiter(host).settle.remote([(host, lease)], [])
 
-    def _start_sweeper(self) -> None:
-        """A thread that gives back leases kept idle too long, even while no request of this task
-        starts (under the lock): a kept lease must never hold up another task for long."""
-        if self._sweeper is None:
-            self._sweeper = threading.Thread(target=self._sweep, name="host-slots-sweeper", daemon=True)
-            self._sweeper.start()
+    # ------------------------------------------------------------------ the ticker
+    def _start_ticker(self) -> None:
+        """The thread that gives leases back (under the lock): finished ones, idle ones, and kept
+        ones another request waits for, so a kept lease never holds up another task for long."""
+        if self._ticker is None:
+            self._ticker = threading.Thread(target=self._tick_loop, name="host-slots-ticker", daemon=True)
+            self._ticker.start()
 
-    def _sweep(self) -> None:
-        while not self._stop.wait(self.keep_idle / 2):
-            with self._lock:
-                stale = self._stale(time.monotonic())
-            for host, lease in stale:
-                self._release(host, lease)
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(self.tick):
+            self._tick()
+
+    def _tick(self) -> None:
+        with self._lock:
+            done, self._done = self._done + self._stale(time.monotonic()), []
+            kept = list(self._idle)
+        calls = self._by_limiter(done)
+        for host in kept:
+            calls.setdefault(self._limiter(host), [])
+        for limiter, releases in calls.items():
+            hosts = [host for host in kept if self._limiter(host) is limiter]
+            wanted = self._settle(limiter, releases, hosts)
+            if wanted:
+                with self._lock:
+                    back = [(host, lease) for host in wanted for lease, _, _ in self._idle.pop(host, [])]
+                if back:
+                    limiter.settle.remote(back, [])
 
     def _stale(self, now: float) -> list[tuple[str, str]]:
-        """Take out the kept leases idle too long or too old to reuse (under the lock; for the sweeper)."""
+        """Take out the kept leases idle too long or too old to reuse (under the lock)."""
         stale = []
         for host in list(self._idle):
             keep = []
@@ -251,6 +291,7 @@ class ClusterHostSlots:
                 del self._idle[host]
         return stale
 
+    # ------------------------------------------------------------------ Ray calls
     def _acquire(self, limiter, host: str, lease: str) -> bool:
         import ray
 
@@ -258,8 +299,24 @@ class ClusterHostSlots:
             ray.get(limiter.acquire.remote(host, lease))
             return True
         except (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError) as e:  # restarts spent
-            if not self._warned:
-                self._warned = True
-                log.warning("a per-host limiter is gone (%s): --per-host now holds per fetch task",
-                            str(e).splitlines()[0][:200])
+            self._gone(e)
             return False
+
+    def _settle(self, limiter, releases: list, hosts: list[str]) -> list[str]:
+        """Hosts among `hosts` that another request waits for; none when the limiter is gone."""
+        import ray
+
+        if not hosts:  # nothing kept to ask about: give back without waiting for the answer
+            limiter.settle.remote(releases, [])
+            return []
+        try:
+            return ray.get(limiter.settle.remote(releases, hosts))
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnschedulableError) as e:
+            self._gone(e)
+            return []
+
+    def _gone(self, e: Exception) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("a per-host limiter is gone (%s): --per-host now holds per fetch task",
+                        str(e).splitlines()[0][:200])

@@ -151,11 +151,18 @@ def test_without_ray_the_limiter_module_imports_no_ray():
 
 # ---------------------------------------------------------------------------- kept leases (ClusterHostSlots)
 class CountingLimiter:
-    """Stands in for a limiter actor's handle: records each lease asked for and given back."""
+    """Stands in for a limiter actor's handle: records each lease asked for and given back, and
+    each `settle` call; `wanted` are the hosts another request waits for."""
 
     def __init__(self):
-        self.asked, self.released = [], []
-        self.release = type("Method", (), {"remote": lambda _, host, lease: self.released.append((host, lease))})()
+        self.asked, self.released, self.settles, self.wanted = [], [], [], set()
+
+        def settle(_, releases, hosts):
+            self.settles.append((list(releases), list(hosts)))
+            self.released.extend(releases)
+            return [h for h in hosts if h in self.wanted]
+
+        self.settle = type("Method", (), {"remote": settle})()
 
 
 def cluster_slots(monkeypatch, **kwargs):
@@ -165,17 +172,27 @@ def cluster_slots(monkeypatch, **kwargs):
     limiter = CountingLimiter()
     slots = ClusterHostSlots([limiter], LocalHostSlots(2), **kwargs)
     monkeypatch.setattr(slots, "_acquire", lambda _, host, lease: limiter.asked.append((host, lease)) or True)
+    monkeypatch.setattr(slots, "_settle", lambda lim, releases, hosts: lim.settle.remote(releases, hosts))
     return slots, limiter
 
 
+def wait_for(condition, seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return condition()
+
+
 def test_a_fetch_task_reuses_its_lease_for_the_next_request_to_the_same_host(monkeypatch):
-    slots, limiter = cluster_slots(monkeypatch, keep_idle=60.0)
+    slots, limiter = cluster_slots(monkeypatch, keep_idle=60.0, tick=0.01)
     for _ in range(10):
         with slots("a.org"):
             pass
     with slots("b.org"):
         pass
+    time.sleep(0.05)  # a few ticks: nobody waits for a.org or b.org, so both stay kept
     assert [h for h, _ in limiter.asked] == ["a.org", "b.org"] and limiter.released == []
+    assert limiter.settles and all(hosts for _, hosts in limiter.settles)  # each tick asked about the kept hosts
     slots.close()  # the task is done: every kept lease goes back
     assert sorted(limiter.released) == sorted(limiter.asked)
 
@@ -187,39 +204,55 @@ def test_requests_at_once_to_one_host_hold_a_lease_each(monkeypatch):
     with slots("a.org"), slots("a.org"):  # both kept leases are reused, none asked for
         pass
     assert len(limiter.asked) == 2 and len({lease for _, lease in limiter.asked}) == 2
+    slots.close()
 
 
-def test_a_kept_lease_goes_back_once_idle_or_too_old_to_reuse(monkeypatch):
-    slots, limiter = cluster_slots(monkeypatch, keep_idle=0.05)
+def test_a_kept_lease_goes_back_by_itself_once_idle_or_too_old_to_reuse(monkeypatch):
+    slots, limiter = cluster_slots(monkeypatch, keep_idle=0.05, tick=0.01)
     with slots("a.org"):
         pass
-    time.sleep(0.1)
-    with slots("b.org"):  # any call gives back what sat idle too long
-        pass
-    assert [h for h, _ in limiter.released] == ["a.org"]
-    old, limiter2 = cluster_slots(monkeypatch, keep_idle=60.0, reuse_for=0.0)
+    assert wait_for(lambda: limiter.released == limiter.asked)  # no request followed: back after 0.05 s
+    slots.close()
+    old, limiter2 = cluster_slots(monkeypatch, keep_idle=60.0, reuse_for=0.0, tick=0.01)
     with old("a.org"):
         pass
-    with old("a.org"):  # past its reuse window: given back, a fresh lease asked for
+    with old("a.org"):  # past its reuse window: a fresh lease asked for, the old one given back
         pass
-    assert len(limiter2.asked) == 2 and len(limiter2.released) == 2
+    assert len(limiter2.asked) == 2 and wait_for(lambda: len(limiter2.released) == 2)
+    old.close()
 
 
-def test_a_kept_lease_goes_back_by_itself_when_no_request_follows(monkeypatch):
-    slots, limiter = cluster_slots(monkeypatch, keep_idle=0.05)
+def test_a_kept_lease_goes_back_at_the_next_tick_once_another_request_waits_for_its_host(monkeypatch):
+    slots, limiter = cluster_slots(monkeypatch, keep_idle=60.0, tick=0.01)
     with slots("a.org"):
         pass
-    deadline = time.monotonic() + 5
-    while not limiter.released and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert limiter.released == limiter.asked  # another task waiting for a.org is not held up
+    with slots("b.org"):
+        pass
+    limiter.wanted = {"a.org"}  # another fetch task now waits at the limiter for a.org
+    assert wait_for(lambda: [h for h, _ in limiter.released] == ["a.org"])
+    time.sleep(0.05)
+    assert [h for h, _ in limiter.released] == ["a.org"]  # b.org, wanted by nobody, stays kept
+    with slots("a.org"):  # this task's next request to a.org asks again
+        pass
+    assert [h for h, _ in limiter.asked] == ["a.org", "b.org", "a.org"]
+    slots.close()
+
+
+def test_leases_given_back_go_in_one_call_per_tick(monkeypatch):
+    slots, limiter = cluster_slots(monkeypatch, keep_idle=60.0, reuse_for=0.0, tick=60.0)  # the test ticks
+    for host in ["a.org", "b.org", "c.org", "a.org"]:
+        with slots(host):
+            pass
+    assert limiter.released == []  # nothing went back one by one
+    slots._tick()
+    assert len(limiter.settles) == 1 and sorted(limiter.released) == sorted(limiter.asked)
     slots.close()
 
 
 def test_a_lease_goes_straight_back_when_a_request_of_the_same_task_waits_for_that_host(monkeypatch):
     import threading
 
-    slots, limiter = cluster_slots(monkeypatch, keep_idle=60.0)
+    slots, limiter = cluster_slots(monkeypatch, keep_idle=60.0, tick=60.0)
     asking, answer = threading.Event(), threading.Event()
 
     def slow_acquire(_, host, lease):  # the limiter has no free slot until the lease below comes back
@@ -232,7 +265,25 @@ def test_a_lease_goes_straight_back_when_a_request_of_the_same_task_waits_for_th
         second = threading.Thread(target=lambda: slots("a.org").__enter__())
         second.start()
         assert asking.wait(5)
-    assert len(limiter.released) == 1  # not kept for later: the waiting request needs the slot now
+    assert len(limiter.released) == 1  # not kept for later, nor left for a tick: the waiting request needs it now
     answer.set()
     second.join(5)
     slots.close()
+
+
+def test_settle_ends_leases_and_names_the_kept_hosts_someone_waits_for():
+    async def go():
+        limiter = HostLimiter(per_host=1, ttl=LONG)
+        await limiter.acquire("a.org", "mine-a")
+        await limiter.acquire("b.org", "mine-b")
+        await limiter.acquire("c.org", "done-c")
+        other = asyncio.create_task(limiter.acquire("a.org", "other-a"))
+        await settle()
+        wanted = await limiter.settle([("c.org", "done-c")], ["a.org", "b.org", "z.org"])
+        assert wanted == ["a.org"] and await limiter.held("c.org") == 0
+        assert not other.done()
+        assert await limiter.settle([("a.org", "mine-a")], []) == []
+        await settle()
+        assert other.done() and await limiter.held("a.org") == 1
+
+    run(go())
