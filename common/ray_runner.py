@@ -59,9 +59,10 @@ def _ray():
 
 
 # ---------------------------------------------------------------------------- connecting
-def connect(address: str | None, num_cpus: int | None = None) -> bool:
-    """Join `address`, or start a loopback-only Ray here when it is None or "". True if this
-    call started or joined Ray (and so should shut it down); False if this process already had it."""
+def connect(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None) -> bool:
+    """Join `address`, or start a loopback-only Ray here when it is None or "" (with `num_cpus`
+    and `num_gpus` when given, else what the machine has). True if this call started or joined
+    Ray (and so should shut it down); False if this process already had it."""
     ray = _ray()
     if ray.is_initialized():
         return False
@@ -80,7 +81,7 @@ def connect(address: str | None, num_cpus: int | None = None) -> bool:
                 # an address for ray.init to join
                 with _lean_local_start(ray):
                     ray.init(address="local", _node_ip_address=LOOPBACK, include_dashboard=False, num_cpus=num_cpus,
-                             runtime_env=env or None, log_to_driver=True)
+                             num_gpus=num_gpus, runtime_env=env or None, log_to_driver=True)
     except ConnectionError as e:
         if "AuthenticationError" in f"{e} {e.__cause__}":
             raise UserError(f"--ray {address}: the cluster refused to let this run join: it uses Ray's token "
@@ -323,6 +324,21 @@ class EmbedActor:
     def call(self, fn):
         return fn(self._context()["clip"])
 
+    def placement(self) -> tuple[str, str, list]:
+        """(node id, node address, the GPU ids Ray gave this actor): where the model runs."""
+        import ray
+
+        return (ray.get_runtime_context().get_node_id(), ray.util.get_node_ip_address(),
+                [str(g) for g in ray.get_gpu_ids()])
+
+
+def describe_placement(places: list[tuple[str, str, list]]) -> str:
+    """One line: how many model actors, on which nodes and GPUs."""
+    nodes = {node for node, _, _ in places}
+    gpus = [f"GPU {','.join(ids)} on {address}" for _, address, ids in places if ids]
+    where = ", ".join(gpus) if gpus else "on the CPU"
+    return f"05: {len(places)} model actor(s) on {len(nodes)} node(s), {where}"
+
 
 def _fetch_task(args, tree, items: dict, input_size: int, cwd: str, limiters: list):
     from common.download_embed import ImageSource
@@ -421,6 +437,7 @@ def run_shards(args, tree, parts: list, todo: list[int], model: tuple[str, str |
         cwd = os.getcwd()
         actors = _embedders(ray, args, tree, model, cwd, reuse)
         infos = [unwrap(ray, a.info.remote()) for a in actors]  # loads every model now: a bad one fails here
+        print(describe_placement(ray.get([a.placement.remote() for a in actors])))
         fetch = ray.remote(num_cpus=1, max_retries=RETRIES)(_fetch_task).options(name="05_fetch")
         in_flight = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
         run, pending, claims, limiters = Counter(), {}, _Claims(), _host_limiters(ray, args)
