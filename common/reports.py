@@ -2,6 +2,8 @@
 tables, horizontal bar charts, and the check that lets a re-run skip an unchanged analysis."""
 from __future__ import annotations
 
+import sys
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -42,22 +44,46 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 
 def bar_chart(labels: list[str], values: list[float], title: str, xlabel: str, path: Path) -> None:
-    """The first CHART_BARS rows as horizontal bars, largest on top."""
+    """The first CHART_BARS rows as horizontal bars, largest on top. Words in scripts DejaVu Sans
+    lacks (kanji, Hangul, Thai, ...) are drawn with an installed font that has them
+    (common/chart_fonts.py); characters no font has are named once, and show as boxes."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers; chosen here, not at import, so importing configures nothing
     import matplotlib.pyplot as plt
 
+    from common import chart_fonts
+
     labels, values = [str(x)[:60] for x in labels[:CHART_BARS]][::-1], list(values[:CHART_BARS])[::-1]
+    fonts, missing = chart_fonts.families("".join(labels) + title + xlabel)
+    _say_missing_glyphs(missing)
     height = 0.28 * max(len(labels), 4) + 1.4
-    fig, ax = plt.subplots(figsize=(9, height))
-    ax.barh(range(len(labels)), values, color="#3b6ea5")
-    ax.set_yticks(range(len(labels)), labels, fontsize=8)
-    ax.set_xlabel(xlabel)
-    ax.set_title(title, fontsize=10)
-    ax.margins(y=0.01)
-    # fixed room for the labels: tight_layout would draw everything twice
-    fig.subplots_adjust(left=0.33, right=0.97, bottom=0.6 / height, top=1 - 0.4 / height)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    with plt.rc_context({"font.family": fonts}), warnings.catch_warnings():
+        # the missing glyphs were named above, once: not matplotlib's warning for each
+        warnings.filterwarnings("ignore", message="Glyph .* missing from font")
+        fig, ax = plt.subplots(figsize=(9, height))
+        ax.barh(range(len(labels)), values, color="#3b6ea5")
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        ax.set_xlabel(xlabel)
+        ax.set_title(title, fontsize=10)
+        ax.margins(y=0.01)
+        # fixed room for the labels: tight_layout would draw everything twice
+        fig.subplots_adjust(left=0.33, right=0.97, bottom=0.6 / height, top=1 - 0.4 / height)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        plt.close(fig)
+
+
+_named_missing: set[str] = set()
+
+
+def _say_missing_glyphs(missing: str) -> None:
+    new = "".join(c for c in missing if c not in _named_missing)
+    if not new:
+        return
+    _named_missing.update(new)
+    shown = " ".join(new[:20]) + (" ..." if len(new) > 20 else "")
+    from common.chart_fonts import INSTALL_HINT
+
+    print(f"charts: no installed font has {len(new)} character(s) of these words ({shown}): they show as boxes "
+          f"in the PNG charts, the CSV files have them; {INSTALL_HINT}", file=sys.stderr)
