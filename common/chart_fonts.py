@@ -31,13 +31,14 @@ def _charmap(path: str) -> frozenset[int]:
 
     try:
         return frozenset(FT2Font(path).get_charmap())
-    except (OSError, RuntimeError, ValueError):  # unreadable or not a font FreeType can open
+    except Exception:  # noqa: BLE001 - an unreadable or odd font file must never stop a chart
         return frozenset()
 
 
 @lru_cache(maxsize=1)
 def _candidates() -> tuple[tuple[str, str], ...]:
-    """(family, file) of every installed regular font, preferred families first."""
+    """(family, file) of every installed upright font: preferred families first, regular weights
+    before the others."""
     from matplotlib import font_manager as fm
 
     known = {entry.fname for entry in fm.fontManager.ttflist}
@@ -45,17 +46,16 @@ def _candidates() -> tuple[tuple[str, str], ...]:
         if path not in known and path.lower().endswith((".ttf", ".otf", ".ttc")):
             try:
                 fm.fontManager.addfont(path)
-            except (OSError, RuntimeError, ValueError):
+            except Exception:  # noqa: BLE001 - a font matplotlib cannot read is left out
                 pass
-    fonts = {(e.name, e.fname) for e in fm.fontManager.ttflist
-             if e.style == "normal" and e.weight in (400, "normal", "regular") and e.name != BASE
-             and not e.name.startswith(NOT_FALLBACKS)}
+    fonts = {(e.name, e.fname, e.weight in (400, "normal", "regular")) for e in fm.fontManager.ttflist
+             if e.style == "normal" and e.name != BASE and not e.name.startswith(NOT_FALLBACKS)}
 
-    def rank(font: tuple[str, str]) -> tuple[int, str, str]:
+    def rank(font: tuple[str, str, bool]) -> tuple[int, bool, str, str]:
         order = next((i for i, p in enumerate(PREFERRED) if font[0].startswith(p)), len(PREFERRED))
-        return order, font[0], font[1]
+        return order, not font[2], font[0], font[1]
 
-    return tuple(sorted(fonts, key=rank))
+    return tuple((name, path) for name, path, _ in sorted(fonts, key=rank))
 
 
 def _base_file() -> str:

@@ -65,3 +65,19 @@ def test_fonts_that_draw_placeholders_are_never_chosen():
     assert any(e.name.startswith("Last Resort") for e in font_manager.fontManager.ttflist)
     assert not [name for name, _ in chart_fonts._candidates() if name.startswith(chart_fonts.NOT_FALLBACKS)]
     assert "Last Resort" not in " ".join(chart_fonts.families("\u0e01\u0e23")[0])  # Thai: a real font or none
+
+
+def test_a_broken_font_file_among_the_installed_ones_is_left_out(tmp_path, monkeypatch):
+    from matplotlib import font_manager
+
+    broken = tmp_path / "Broken-Regular.ttf"
+    broken.write_bytes(b"\x00\x01\x00\x00 not really a font")
+    real = font_manager.findSystemFonts()
+    monkeypatch.setattr(font_manager, "findSystemFonts", lambda *a, **k: [*real, str(broken)])
+    chart_fonts._candidates.cache_clear()
+    try:
+        fonts, lacking = chart_fonts.families("東京 กรุงเทพ")  # a search through every font, the broken one too
+        assert fonts[0] == chart_fonts.BASE
+        assert chart_fonts._charmap(str(broken)) == frozenset()
+    finally:
+        chart_fonts._candidates.cache_clear()
