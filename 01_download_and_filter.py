@@ -105,7 +105,8 @@ def local_sources(args, job: Job, subsets: list[str]) -> tuple[list[SourceFile],
     files = [SourceFile(part_number(src.index, subset), src.name, subset=subset) for src in found]
     for src in files:  # a missing column is a user mistake: say so before any work starts
         try:
-            pick_columns(source_schema(Path(src.name), src.name).names, src.name, args.url_column, args.caption_column)
+            schema = source_schema(Path(src.name), src.name, (args.url_column, args.caption_column))
+            pick_columns(schema.names, src.name, args.url_column, args.caption_column)
         except SourceError:
             pass  # unreadable: skipped with its reason during the run
     return files, f"{len(files):,} local file(s)" + (f" of the {subset} subset" if subset else "")

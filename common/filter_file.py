@@ -64,7 +64,7 @@ class FileReport:
 
 # ---------------------------------------------------------------------------- one file
 def filter_into_part(path: Path, src: SourceFile, job: Job, report: FileReport) -> None:
-    schema = source_schema(path, src.name)
+    schema = source_schema(path, src.name, (job.url_column, job.caption_column))
     url, caption = pick_columns(schema.names, src.name, job.url_column, job.caption_column)
     if job.url_separator is None and is_nested(schema.field(url).type):
         raise SourceError(f"column {url} holds lists of URLs ({schema.field(url).type}): leave --url-separator "
@@ -72,7 +72,7 @@ def filter_into_part(path: Path, src: SourceFile, job: Job, report: FileReport) 
     renames = rename_for_output(schema.names, job.url_column, job.caption_column)
     out_schema = output_schema(schema, renames, src.subset, job.url_separator)
     part = job.tree.metadata_part(src.index)
-    if not src.is_csv and polars_parts.usable(path, job.matcher, out_schema, renames):
+    if not src.is_text and polars_parts.usable(path, job.matcher, out_schema, renames):
         counts = polars_parts.write_part(path, src.name, part, job.matcher, caption, url, renames, out_schema,
                                          lambda c: replace(report, **c).info(job.signature), job.stop, src.subset,
                                          job.url_separator)

@@ -1,4 +1,4 @@
-"""Image-URL collections on disk: RE-LAION parquet shards, other parquet files, CSV exports.
+"""Image-URL collections on disk: RE-LAION parquet shards, other parquet files, CSV and JSON Lines exports.
 
 Step 01 reads each file in bounded batches and hands on only the rows whose caption matched.
 (Most parquet files go through common.polars_parts instead, which writes the part in one polars
@@ -7,7 +7,7 @@ query; this module is the path for everything else, with identical results.)
 A parquet file is read a run of row groups at a time: the caption column first, the other
 columns of those row groups only when some caption in them matched; two runs are read and
 matched at once. A CSV file (e.g. a TCAT export, with `media_url` and `text`) is parsed in
-blocks of all-string columns.
+blocks of all-string columns, and so is a JSON Lines file (common/jsonl.py).
 """
 from __future__ import annotations
 
@@ -27,12 +27,16 @@ import pyarrow as pa
 import pyarrow.csv as pv
 import pyarrow.parquet as pq
 
+from common import jsonl
 from common.caption_filter import CaptionMatcher
 from common.cli import UserError
 from common.columns import find_column
 
 PARQUET_SUFFIXES = (".parquet",)
 CSV_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
+JSONL_SUFFIXES = jsonl.SUFFIXES
+TEXT_SUFFIXES = CSV_SUFFIXES + JSONL_SUFFIXES  # read as all-string columns, never by polars
+DATA_SUFFIXES = PARQUET_SUFFIXES + TEXT_SUFFIXES
 BATCH_ROWS = 100_000  # rows per read (whole row groups): bounds memory whatever the file's size
 READ_AHEAD = 2  # batches of one file in flight at once (pyarrow path)
 CSV_BLOCK_BYTES = 16 << 20
@@ -54,8 +58,9 @@ class SourceFile:
     subset: str | None = None  # the RE-LAION-5B subset it belongs to, recorded in each row's `subset`
 
     @property
-    def is_csv(self) -> bool:
-        return self.name.lower().endswith(CSV_SUFFIXES)
+    def is_text(self) -> bool:
+        """CSV or JSON Lines: columns read as text."""
+        return self.name.lower().endswith(TEXT_SUFFIXES)
 
 
 @dataclass
@@ -82,7 +87,7 @@ def prefer_jemalloc() -> str:
 
 
 def is_data_file(path: Path) -> bool:
-    return path.is_file() and path.name.lower().endswith(PARQUET_SUFFIXES + CSV_SUFFIXES)
+    return path.is_file() and path.name.lower().endswith(DATA_SUFFIXES)
 
 
 def expand_local(specs: list[str], exclude: Path | None = None) -> list[SourceFile]:
@@ -101,8 +106,8 @@ def expand_local(specs: list[str], exclude: Path | None = None) -> list[SourceFi
     if exclude is not None:  # never read this step's own output back in
         found = {p for p in found if not p.resolve().is_relative_to(exclude.resolve())}
     if not found:
-        raise UserError(f"no parquet or CSV files in --source {' '.join(specs)}: "
-                        f"give files, folders or globs of {', '.join(PARQUET_SUFFIXES + CSV_SUFFIXES)} files")
+        raise UserError(f"no parquet, CSV or JSON Lines files in --source {' '.join(specs)}: "
+                        f"give files, folders or globs of {', '.join(DATA_SUFFIXES)} files")
     return [SourceFile(i, str(p)) for i, p in enumerate(sorted(found, key=str))]
 
 
@@ -122,22 +127,32 @@ def pick_columns(names: list[str], source: str, url_column: str | None,
 def read_matches(path: Path, name: str, matcher: CaptionMatcher, url_column: str | None = None,
                  caption_column: str | None = None, stop: threading.Event | None = None,
                  batch_rows: int = BATCH_ROWS) -> Iterator[Batch]:
-    """Stream a parquet or CSV file, yielding each batch's matching rows."""
-    reader = _csv_batches if name.lower().endswith(CSV_SUFFIXES) else _parquet_batches
+    """Stream a parquet, CSV or JSON Lines file, yielding each batch's matching rows."""
+    lower = name.lower()
+    reader = _csv_batches if lower.endswith(CSV_SUFFIXES) else \
+        _jsonl_batches if lower.endswith(JSONL_SUFFIXES) else _parquet_batches
     for batch in reader(path, name, matcher, url_column, caption_column, batch_rows):
         if stop is not None and stop.is_set():
             raise Stopped(name)
         yield batch
 
 
-def source_schema(path: Path, name: str) -> pa.Schema:
-    """The file's columns and types as they will be read (CSV columns are read as strings)."""
+def source_schema(path: Path, name: str, wanted: tuple[str | None, ...] = ()) -> pa.Schema:
+    """The file's columns and types as they will be read (CSV and JSON Lines columns are read as
+    strings; `wanted`: the --url-column and --caption-column, which in JSON Lines may be dot paths)."""
+    lower = name.lower()
     try:
-        if name.lower().endswith(CSV_SUFFIXES):
+        if lower.endswith(CSV_SUFFIXES):
             return pa.schema([(n, pa.string()) for n in _csv_names(path, name)])
+        if lower.endswith(JSONL_SUFFIXES):
+            return pa.schema([(n, pa.string()) for n in jsonl.column_names(path, name, wanted)])
         return pq.read_schema(path)
-    except (pa.ArrowException, OSError, ValueError) as e:
-        raise SourceError(_reason(e) if name.lower().endswith(CSV_SUFFIXES) else _not_parquet(name) or _reason(e)) \
+    except jsonl.BadFile as e:
+        raise SourceError(str(e)) from None
+    except (pa.ArrowException, OSError, ValueError, EOFError) as e:
+        if isinstance(e, OSError) and not isinstance(e, pa.ArrowException) and e.errno is not None:
+            raise  # a real I/O error (disk, permissions), not a malformed file
+        raise SourceError(_reason(e) if lower.endswith(TEXT_SUFFIXES) else _not_parquet(name) or _reason(e)) \
             from None
 
 
@@ -182,8 +197,8 @@ def _not_parquet(name: str) -> str | None:
     """What to say of a file read as parquet whose name says it is something else."""
     if name.lower().endswith(PARQUET_SUFFIXES):
         return None
-    return (f"not a parquet file: step 01 reads {', '.join(PARQUET_SUFFIXES + CSV_SUFFIXES)} files "
-            "(save a spreadsheet or JSON export as CSV)")
+    return (f"not a parquet file: step 01 reads {', '.join(DATA_SUFFIXES)} files "
+            "(save a spreadsheet as CSV, a JSON export as JSON Lines or CSV)")
 
 
 def _read_batch(path, metadata, groups: list[int], caption: str, matcher: CaptionMatcher) -> Batch:
@@ -250,6 +265,22 @@ def _csv_names(path: Path, name: str) -> list[str]:
     read, parse, convert = _csv_options(path, name, malformed=[])  # lines are counted when the file is read
     with pv.open_csv(path, read_options=read, parse_options=parse, convert_options=convert) as reader:
         return reader.schema.names
+
+
+def _jsonl_batches(path, name, matcher, url_column, caption_column, batch_rows) -> Iterator[Batch]:
+    try:
+        names = jsonl.column_names(path, name, (url_column, caption_column))
+        _, caption = pick_columns(names, name, url_column, caption_column)
+        for table, skipped in jsonl.tables(path, name, names, batch_rows):
+            rows, which = matcher.match(table.column(caption))
+            yield Batch(table.num_rows, table.take(pa.array(rows)) if len(rows) else None,
+                        which if len(rows) else None, skipped)
+    except jsonl.BadFile as e:
+        raise SourceError(str(e)) from None
+    except (OSError, EOFError) as e:  # a truncated gzip, a file that vanished
+        if isinstance(e, OSError) and e.errno is not None:
+            raise
+        raise SourceError(_reason(e)) from None
 
 
 def _csv_batches(path, name, matcher, url_column, caption_column, batch_rows) -> Iterator[Batch]:

@@ -257,7 +257,7 @@ def test_user_mistakes_are_one_line_and_exit_2(tmp_path, capsys, args, message):
 def test_a_folder_without_data_files_is_an_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert run(tmp_path / "d", "--keywords", "Madrid", "--source", tmp_path / "empty") == 2
-    assert "error: no parquet or CSV files in --source" in capsys.readouterr().err
+    assert "error: no parquet, CSV or JSON Lines files in --source" in capsys.readouterr().err
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full, which refuses every write with ENOSPC")

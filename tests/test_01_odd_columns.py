@@ -141,7 +141,7 @@ def test_a_csv_with_another_field_separator_is_read(tmp_path, sep):
 @pytest.mark.parametrize("name, data, words", [
     ("u16.csv", f"url,caption\n{A1},Lisbon\n".encode("utf-16"), "UTF-16 text"),
     ("posts.xlsx", b"PK\x03\x04" + bytes(64), "not a parquet file: step 01 reads .parquet, .csv"),
-    ("posts.ndjson", json.dumps({"url": A1, "caption": "Lisbon"}).encode(), "save a spreadsheet or JSON export as CSV"),
+    ("posts.json", json.dumps([{"url": A1, "caption": "Lisbon"}]).encode(), "a JSON export as JSON Lines or CSV"),
 ])
 def test_a_file_step_01_cannot_read_says_what_to_do(tmp_path, capsys, name, data, words):
     src = tmp_path / name
