@@ -50,7 +50,7 @@ def as_text(column: pa.Array | pa.ChunkedArray, caption: bool = False) -> pa.Arr
     if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
         return column.cast(pa.large_binary()).view(TEXT)  # not checked here: valid_text repairs it
     if is_nested(t):
-        write = _words if caption else _json
+        write = words_text if caption else json_text
         return pa.array([None if v is None else write(v) for v in column.to_pylist()], TEXT)
     try:
         return pc.cast(column, TEXT)
@@ -62,18 +62,18 @@ def _large(text: pa.Array) -> pa.Array:
     return text if text.type == TEXT else text.cast(TEXT)
 
 
-def _json(value) -> str:
+def json_text(value) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _words(value) -> str:
+def words_text(value) -> str:
     """The text pieces of a nested value, in order, joined by spaces (keys of a map or struct left out)."""
     if isinstance(value, dict):
         value = list(value.values())
     elif isinstance(value, list) and all(isinstance(v, tuple) and len(v) == 2 for v in value):
         value = [v for _, v in value]  # a map arrives as (key, value) pairs
     if isinstance(value, (list, tuple)):
-        return " ".join(w for w in (_words(v) for v in value if v is not None) if w)
+        return " ".join(w for w in (words_text(v) for v in value if v is not None) if w)
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 

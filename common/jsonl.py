@@ -3,9 +3,10 @@
 What pandas (`to_json(orient="records", lines=True)`), DuckDB, jq and many scrapers write. A
 file's columns are the keys of the objects in its first SCAN_LINES lines, in the order first
 seen; `--url-column` and `--caption-column` may also name a field inside nested objects with a
-dot path (`media.url`, `data.caption.text`). Every value is read as text, as a CSV's are: a
-string as it is, a number, boolean, list or object as its JSON (so a list of URLs, or of media
-objects, is split into one row per picture by `--url-separator auto`).
+dot path (`media.url`, `data.caption.text`). Every value is read as text, as common.cells reads
+a parquet column: a string as it is, a number, boolean, list or object as its JSON (so a list of
+URLs, or of media objects, is split into one row per picture by `--url-separator auto`), except
+in the caption column, where a list or object gives its words.
 
 A line that is not a JSON object (broken JSON, a bare value) is skipped and counted, like a CSV
 line with the wrong number of fields; the rest of the file is read. Keys first seen after the
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pyarrow as pa
+
+from common.cells import json_text, words_text
 
 SUFFIXES = (".jsonl", ".ndjson", ".jsonl.gz", ".ndjson.gz")
 SCAN_LINES = 1000  # lines whose keys name a file's columns
@@ -91,10 +94,10 @@ def column_names(path: Path, name: str, wanted: tuple[str | None, ...] = ()) -> 
     return list(names)
 
 
-def as_text(value) -> str | None:
+def _text(value, caption: bool) -> str | None:
     if value is None or isinstance(value, str):
         return value
-    return json.dumps(value, ensure_ascii=False)
+    return words_text(value) if caption and isinstance(value, (list, dict)) else json_text(value)
 
 
 def _column(values: list) -> pa.Array:
@@ -104,7 +107,8 @@ def _column(values: list) -> pa.Array:
         return pa.array([None if v is None else _SURROGATE.sub("\ufffd", v) for v in values], pa.string())
 
 
-def tables(path: Path, name: str, names: list[str], batch_rows: int) -> Iterator[tuple[pa.Table, int]]:
+def tables(path: Path, name: str, names: list[str], caption: str,
+           batch_rows: int) -> Iterator[tuple[pa.Table, int]]:
     """(a table of up to batch_rows rows of all-string columns, lines skipped since the last one)."""
     columns: dict[str, list] = {n: [] for n in names}
     rows = skipped = 0
@@ -117,7 +121,7 @@ def tables(path: Path, name: str, names: list[str], batch_rows: int) -> Iterator
         if record is None:
             continue
         for n in names:
-            columns[n].append(as_text(_get(record, n)))
+            columns[n].append(_text(_get(record, n), n == caption))
         rows += 1
         if rows == batch_rows:
             yield pa.table({n: _column(v) for n, v in columns.items()}), skipped

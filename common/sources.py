@@ -150,8 +150,6 @@ def source_schema(path: Path, name: str, wanted: tuple[str | None, ...] = ()) ->
     except jsonl.BadFile as e:
         raise SourceError(str(e)) from None
     except (pa.ArrowException, OSError, ValueError, EOFError) as e:
-        if isinstance(e, OSError) and not isinstance(e, pa.ArrowException) and e.errno is not None:
-            raise  # a real I/O error (disk, permissions), not a malformed file
         raise SourceError(_reason(e) if lower.endswith(TEXT_SUFFIXES) else _not_parquet(name) or _reason(e)) \
             from None
 
@@ -271,7 +269,7 @@ def _jsonl_batches(path, name, matcher, url_column, caption_column, batch_rows) 
     try:
         names = jsonl.column_names(path, name, (url_column, caption_column))
         _, caption = pick_columns(names, name, url_column, caption_column)
-        for table, skipped in jsonl.tables(path, name, names, batch_rows):
+        for table, skipped in jsonl.tables(path, name, names, caption, batch_rows):
             rows, which = matcher.match(table.column(caption))
             yield Batch(table.num_rows, table.take(pa.array(rows)) if len(rows) else None,
                         which if len(rows) else None, skipped)

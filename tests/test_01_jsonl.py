@@ -41,9 +41,10 @@ def test_flat_records_are_read_like_a_csv(tmp_path, name):
     src = tmp_path / name
     write_lines(src, [{"url": A1, "caption": "Lisbon at dusk", "likes": 3, "tags": ["tram", "river"]},
                       {"url": B1, "caption": "Porto", "likes": 1},
-                      {"url": A2, "caption": "Lisbon again", "verified": True}])
+                      {"url": A2, "caption": ["Lisbon", "again"], "verified": True}])
     assert run(tmp_path, src) == 0
     got = rows(tmp_path)
+    # a caption stored as a list of words reads as its words, as a parquet list column's does
     assert [(r["url"], r["caption"]) for r in got] == [(A1, "Lisbon at dusk"), (A2, "Lisbon again")]
     # every value as text: numbers and lists as their JSON, a key a record lacks as null
     assert got[0]["likes"] == "3" and json.loads(got[0]["tags"]) == ["tram", "river"] and got[0]["verified"] is None
