@@ -13,6 +13,7 @@ the system's font folders are scanned once per process.
 from __future__ import annotations
 
 import re
+import sys
 from functools import lru_cache
 
 BASE = "DejaVu Sans"
@@ -83,3 +84,17 @@ def families(text: str) -> tuple[list[str], str]:
             if not need:
                 break
     return chosen, "".join(sorted(need))
+
+
+_named: set[str] = set()  # characters already named in this run
+
+
+def say_missing(missing: str) -> None:
+    """Name, on stderr, the characters of `missing` not named before in this run."""
+    new = "".join(c for c in missing if c not in _named)
+    if not new:
+        return
+    _named.update(new)
+    shown = " ".join(new[:20]) + (" ..." if len(new) > 20 else "")
+    print(f"charts: no installed font has {len(new)} character(s) of these words ({shown}): they show as boxes "
+          f"in the PNG charts, the CSV files have them; {INSTALL_HINT}", file=sys.stderr)

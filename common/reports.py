@@ -2,7 +2,6 @@
 tables, horizontal bar charts, and the check that lets a re-run skip an unchanged analysis."""
 from __future__ import annotations
 
-import sys
 import warnings
 from pathlib import Path
 
@@ -56,7 +55,7 @@ def bar_chart(labels: list[str], values: list[float], title: str, xlabel: str, p
 
     labels, values = [str(x)[:60] for x in labels[:CHART_BARS]][::-1], list(values[:CHART_BARS])[::-1]
     fonts, missing = chart_fonts.families("".join(labels) + title + xlabel)
-    _say_missing_glyphs(missing)
+    chart_fonts.say_missing(missing)
     height = 0.28 * max(len(labels), 4) + 1.4
     with plt.rc_context({"font.family": fonts}), warnings.catch_warnings():
         # the missing glyphs were named above, once: not matplotlib's warning for each
@@ -73,17 +72,3 @@ def bar_chart(labels: list[str], values: list[float], title: str, xlabel: str, p
             fig.savefig(tmp, format="png", dpi=100)
         plt.close(fig)
 
-
-_named_missing: set[str] = set()
-
-
-def _say_missing_glyphs(missing: str) -> None:
-    new = "".join(c for c in missing if c not in _named_missing)
-    if not new:
-        return
-    _named_missing.update(new)
-    shown = " ".join(new[:20]) + (" ..." if len(new) > 20 else "")
-    from common.chart_fonts import INSTALL_HINT
-
-    print(f"charts: no installed font has {len(new)} character(s) of these words ({shown}): they show as boxes "
-          f"in the PNG charts, the CSV files have them; {INSTALL_HINT}", file=sys.stderr)

@@ -49,7 +49,7 @@ def test_latin_words_keep_the_default_font_alone():
 
 def test_characters_no_font_has_are_named_once_and_the_chart_is_still_written(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(chart_fonts, "_candidates", lambda: ())  # a machine with DejaVu Sans alone
-    monkeypatch.setattr(reports, "_named_missing", set())
+    monkeypatch.setattr(chart_fonts, "_named", set())
     chart(tmp_path, "東", "京")
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "(京 東)" in err[0] and "fonts-noto-cjk" in err[0]
