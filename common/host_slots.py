@@ -263,11 +263,12 @@ class ClusterHostSlots:
         with self._lock:
             done, self._done = self._done + self._stale(time.monotonic()), []
             kept = list(self._idle)
-        calls = self._by_limiter(done)
+        calls: dict = {}  # limiter -> (leases to give back, kept hosts to ask about)
+        for host, lease in done:
+            calls.setdefault(self._limiter(host), ([], []))[0].append((host, lease))
         for host in kept:
-            calls.setdefault(self._limiter(host), [])
-        for limiter, releases in calls.items():
-            hosts = [host for host in kept if self._limiter(host) is limiter]
+            calls.setdefault(self._limiter(host), ([], []))[1].append(host)
+        for limiter, (releases, hosts) in calls.items():
             wanted = self._settle(limiter, releases, hosts)
             if wanted:
                 with self._lock:
