@@ -4,7 +4,7 @@ Overhead: steps 01 and 05 run as a user runs them (`python 0N_....py ...`), thre
 `--ray` (a local Ray on the same cores), on the same input, in alternating order. Step 01 reads
 --files generated RE-LAION-like parquet files (one URL per row, as from the Hub), as local files
 (--source), or with --hub-mbit from a loopback Hub (a gated RE-LAION-like dataset repo, the real
-huggingface_hub client, --token) that sends at most that many Mbit/s in all, as a network link
+huggingface_hub client, a token in HF_TOKEN) that sends at most that many Mbit/s in all, as a network link
 would; step 05 downloads --images pictures from a loopback image host with 50-500 ms latency
 (every 10th a 404), thumbnails them and embeds them with a tiny random CLIP (the model is not
 what is measured). Reported per side: median wall seconds, peak RSS
@@ -100,10 +100,10 @@ def compare(name: str, command, reps: int, scratch: Path, env: dict | None = Non
 # ---------------------------------------------------------------------------- the two steps
 def bench_01(args, scratch: Path) -> tuple[dict, dict]:
     sources = [generated(scratch / "src" / f"shard-{i}.parquet", args.rows, seed=i) for i in range(args.files)]
-    small = [generated(scratch / "src-small" / "shard.parquet", BASELINE_ROWS, seed=0)]
     common = ["--keywords", "Madrid", "Paris", "--workers", str(args.cores)]
     if args.hub_mbit:
         return bench_01_hub(args, scratch, sources, common)
+    small = [generated(scratch / "src-small" / "shard.parquet", BASELINE_ROWS, seed=0)]
 
     def command(data: Path, ray: bool, files=tuple(sources)) -> list[str]:
         # one URL per row, as RE-LAION's rows are read from the Hub (--source would look for lists)
